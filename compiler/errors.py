@@ -17,3 +17,9 @@ class EffcError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of a third-party exception's message, for embedding in a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,147 @@
+"""`effc.compile`: the Python API behind `effc compile`.
+
+model → torch.export → torch-mlir (torch dialect) → effc pass pipeline → IREE → .vmfb, returning a
+`CompiledModel` that can run, compare itself with torch, and save atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from effc.compiler.errors import EffcError
+from effc.compiler.fileio import write_atomic
+from effc.compiler.importer import Attention, import_model, resolve_attention
+from effc.compiler.input_spec import InputSpec, parse_input_spec
+from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, RUNTIME_DEVICE, check_target, compile_mlir
+from effc.compiler.loader import LoadedModel, load_model
+from effc.compiler.progress import Stages
+from effc.runtime.runner import relative_error, run_vmfb
+
+Emit = Literal["torch", "linalg", "vmfb"]
+LINALG_PIPELINE = "builtin.module(torch-backend-to-linalg-on-tensors-backend-pipeline)"
+
+
+@dataclass
+class CompiledModel:
+    """The result of a compile: IR text, the .vmfb bytes, and the torch model it came from."""
+
+    name: str
+    target: str
+    mlir: str
+    vmfb: bytes | None
+    example_inputs: tuple[torch.Tensor, ...]
+    reference: torch.nn.Module | None = field(repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return RUNTIME_DEVICE[self.target]
+
+    def numpy_inputs(self) -> list[np.ndarray]:
+        return [t.detach().numpy() for t in self.example_inputs]
+
+    def run(self, *inputs: np.ndarray | torch.Tensor, device: str | None = None) -> list[np.ndarray]:
+        """Run the compiled `main` (on the example inputs when none are given)."""
+        if self.vmfb is None:
+            raise EffcError(f"'{self.name}' was compiled with emit != vmfb; there is no module to run")
+        arrays = [np.asarray(x.detach().numpy() if isinstance(x, torch.Tensor) else x) for x in inputs]
+        return run_vmfb(self.vmfb, arrays or self.numpy_inputs(), device=device or self.device)
+
+    def reference_outputs(self, *inputs: torch.Tensor) -> list[np.ndarray]:
+        """torch eager outputs on the same inputs, flattened like the compiled module's results."""
+        if self.reference is None:
+            raise EffcError(f"'{self.name}' came from MLIR text; there is no torch model to compare with")
+        with torch.no_grad():
+            out = self.reference(*(inputs or self.example_inputs))
+        flat = torch.utils._pytree.tree_leaves(out)
+        return [t.detach().numpy() for t in flat if isinstance(t, torch.Tensor)]
+
+    def compare(self) -> list[float]:
+        """Relative error of each output against torch eager on the example inputs."""
+        ours = self.run()
+        theirs = self.reference_outputs()
+        if len(ours) != len(theirs):
+            raise EffcError(f"compiled module returned {len(ours)} outputs, torch returned {len(theirs)}")
+        return [relative_error(a, e) for a, e in zip(ours, theirs, strict=True)]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the .vmfb (or the MLIR text when no module was built) atomically."""
+        return write_atomic(path, self.vmfb if self.vmfb is not None else self.mlir)
+
+
+def compile_model(
+    model: Any,
+    example_inputs: Any = None,
+    *,
+    inputs: tuple[str | InputSpec, ...] = (),
+    pipeline: str | None = None,
+    target: str = "llvm-cpu",
+    cuda_arch: str = DEFAULT_CUDA_ARCH,
+    attention: Attention = "auto",
+    emit: Emit = "vmfb",
+    iree_flags: tuple[str, ...] = (),
+    save_temps: str | Path | None = None,
+    trust_pickle: bool = False,
+    progress: bool = False,
+    print_ir_after_all: bool = False,
+    print_ir_after_change: bool = False,
+) -> CompiledModel:
+    """Compile `model` (a module, ExportedProgram, LoadedModel or MODEL spec string) for `target`."""
+    check_target(target)
+    specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
+    stages = Stages(enabled=progress)
+    temps = Path(save_temps) if save_temps is not None else None
+    if temps is not None:
+        temps.mkdir(parents=True, exist_ok=True)
+    with stages.stage("load model"):
+        loaded = _as_loaded(model, example_inputs, trust_pickle=trust_pickle)
+    with stages.stage("export and import to torch-mlir"):
+        imported = import_model(loaded, specs, attention=resolve_attention(attention, target))
+        if temps is not None:
+            (temps / "01-imported.mlir").write_text(str(imported.module))
+    if pipeline:
+        from effc.passes import run as run_pipeline
+
+        with stages.stage("effc pass pipeline"):
+            run_pipeline(
+                imported.module,
+                pipeline,
+                print_ir_after_all=print_ir_after_all,
+                print_ir_after_change=print_ir_after_change,
+            )
+    if emit == "linalg":
+        from torch_mlir.compiler_utils import run_pipeline_with_repro_report
+
+        with stages.stage("lower to linalg-on-tensors"):
+            run_pipeline_with_repro_report(imported.module, LINALG_PIPELINE, "Lowering Torch Backend IR -> Linalg")
+    mlir = str(imported.module)
+    if temps is not None:
+        (temps / "02-after-passes.mlir").write_text(mlir)
+    vmfb = None
+    if emit == "vmfb":
+        with stages.stage(f"IREE compile for {target}"):
+            vmfb = compile_mlir(mlir, target=target, cuda_arch=cuda_arch, extra_flags=list(iree_flags), save_temps=temps)
+    return CompiledModel(
+        loaded.name, target, mlir, vmfb, imported.example_inputs, imported.reference, dict(stages.timings)
+    )
+
+
+def _as_loaded(model: Any, example_inputs: Any, *, trust_pickle: bool) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        loaded = model
+    elif isinstance(model, (str, Path)):
+        loaded = load_model(str(model), trust_pickle=trust_pickle)
+    elif isinstance(model, torch.export.ExportedProgram):
+        loaded = LoadedModel("main", program=model)
+    elif isinstance(model, torch.nn.Module):
+        loaded = LoadedModel(type(model).__name__, module=model.eval())
+    else:
+        raise EffcError(f"cannot compile a {type(model).__name__}; pass a torch.nn.Module, an ExportedProgram or a MODEL spec")
+    if example_inputs is not None:
+        loaded.example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    return loaded

@@ -1,0 +1,97 @@
+"""`effc compile MODEL -o model.vmfb`: the end-to-end path from a PyTorch model to an IREE module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, TARGETS
+
+EMITS = ("torch", "linalg", "vmfb")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "compile",
+        help="compile a PyTorch model to an IREE .vmfb",
+        description="Load MODEL, lower it with torch-mlir, run an effc pass pipeline and compile it with IREE.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("-o", "--output", help="output file (default: MODEL_NAME.vmfb, or .mlir for --emit torch|linalg)")
+    parser.add_argument("--pass-pipeline", default=None, help="MLIR textual pass pipeline run on the torch-dialect module")
+    parser.add_argument("--emit", choices=EMITS, default="vmfb", help="stop after this stage (default: vmfb)")
+    parser.add_argument("--save-temps", metavar="DIR", help="keep the imported IR, the IR after passes and IREE's phases in DIR")
+    parser.add_argument("--check", action="store_true", help="run the module on the example inputs and compare with torch eager")
+    parser.add_argument("--mlir-print-ir-after-all", action="store_true", help="print the IR after every pass")
+    parser.add_argument("--mlir-print-ir-after-change", action="store_true", help="print the IR only after passes that change it")
+    parser.add_argument("--json", metavar="FILE", help="also write the compile summary as JSON")
+    parser.set_defaults(handler=run)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """MODEL, --input, --target and import options, shared by compile, bench and profile."""
+    parser.add_argument("model", metavar="MODEL", help="a .pt2 file, HF model directory, package.module:factory, .mlir, or bundled name (minilm, smollm2)")
+    parser.add_argument("--input", action="append", default=[], metavar="SPEC", help="input shape and dtype such as 1x128xi64 ('?' = dynamic); repeat per input")
+    parser.add_argument("--target", default="llvm-cpu", help=f"IREE target: {' | '.join(TARGETS)} (default: llvm-cpu)")
+    parser.add_argument("--cuda-arch", default=DEFAULT_CUDA_ARCH, help=f"CUDA SM architecture for --target cuda (default: {DEFAULT_CUDA_ARCH})")
+    parser.add_argument("--attention", choices=("auto", "fused", "decomposed"), default="auto", help="keep scaled_dot_product_attention whole (fused) or decompose it; auto picks per target")
+    parser.add_argument("--iree-flag", action="append", default=[], metavar="FLAG", help="extra iree-compile flag, e.g. --iree-flag=--iree-opt-level=O2 (repeatable)")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled torch.save(model) file (runs code from the file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from effc.compiler.api import compile_model
+    from effc.compiler.fileio import write_atomic
+    from effc.compiler.iree_backend import check_target
+
+    check_target(args.target)
+    compiled = compile_model(
+        args.model,
+        inputs=tuple(args.input),
+        pipeline=args.pass_pipeline,
+        target=args.target,
+        cuda_arch=args.cuda_arch,
+        attention=args.attention,
+        emit=args.emit,
+        iree_flags=tuple(args.iree_flag),
+        save_temps=args.save_temps,
+        trust_pickle=args.trust_pickle,
+        progress=True,
+        print_ir_after_all=args.mlir_print_ir_after_all,
+        print_ir_after_change=args.mlir_print_ir_after_change,
+    )
+    suffix = ".vmfb" if args.emit == "vmfb" else ".mlir"
+    output = Path(args.output or f"{compiled.name}{suffix}")
+    compiled.save(output)
+    summary: dict[str, object] = {
+        "model": args.model,
+        "target": args.target,
+        "emit": args.emit,
+        "output": str(output.resolve()),
+        "output_bytes": output.stat().st_size,
+        "inputs": [f"{'x'.join(map(str, t.shape))}x{t.dtype}".replace("torch.", "") for t in compiled.example_inputs],
+        "stage_seconds": {k: round(v, 3) for k, v in compiled.timings.items()},
+    }
+    console = Console(highlight=False)
+    if args.check:
+        errors = compiled.compare()
+        summary["relative_error_vs_torch"] = errors
+        worst = max(errors)
+        verdict = "[green]ok[/green]" if worst <= 1e-4 else "[red]MISMATCH[/red]"
+        console.print(f"check: {len(errors)} output(s), max relative error vs torch eager {worst:.2e} {verdict}")
+    console.print(f"wrote {output} ({summary['output_bytes'] / 1e6:.1f} MB)")
+    if args.save_temps:
+        console.print(f"intermediate files in {Path(args.save_temps).resolve()}")
+    if args.json:
+        write_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+        console.print(f"summary in {args.json}")
+    mismatch = args.check and max(compiled_errors(summary)) > 1e-4
+    return 1 if mismatch else 0
+
+
+def compiled_errors(summary: dict[str, object]) -> list[float]:
+    errors = summary.get("relative_error_vs_torch", [])
+    return [float(e) for e in errors] if isinstance(errors, list) else []

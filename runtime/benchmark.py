@@ -1,0 +1,84 @@
+"""Latency of a compiled module against torch eager and `torch.compile`, measured in one run.
+
+All three see the same non-zero inputs on the same machine; each reports the median of its repeats
+after warm-up, and the ratios are what a user compares (>1 means effc is faster).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from effc.compiler.api import CompiledModel
+from effc.runtime.runner import benchmark_vmfb
+
+
+def time_torch(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *, repeats: int, warmup: int = 3) -> float:
+    """Median seconds per call of `fn(*inputs)` under no_grad, after `warmup` calls."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(*inputs)
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(*inputs)
+            runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+def machine_description() -> dict[str, object]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compile: bool = True) -> dict[str, Any]:
+    """effc (iree-benchmark-module median), torch eager and torch.compile medians, and the ratios."""
+    assert compiled.vmfb is not None and compiled.reference is not None
+    with tempfile.TemporaryDirectory(prefix="effc-bench-") as tmp:
+        path = Path(tmp) / "module.vmfb"
+        path.write_bytes(compiled.vmfb)
+        effc_s = benchmark_vmfb(path, compiled.numpy_inputs(), device=compiled.device, repetitions=repeats).median_s
+    eager_s = time_torch(compiled.reference, compiled.example_inputs, repeats=repeats)
+    result: dict[str, Any] = {
+        "model": compiled.name,
+        "target": compiled.target,
+        "inputs": [list(t.shape) for t in compiled.example_inputs],
+        "effc_ms": effc_s * 1e3,
+        "eager_ms": eager_s * 1e3,
+        "speedup_vs_eager": eager_s / effc_s,
+        "repeats": repeats,
+        "machine": machine_description(),
+    }
+    if with_compile:
+        start = time.perf_counter()
+        compiled_fn = torch.compile(compiled.reference)
+        with torch.no_grad():
+            compiled_fn(*compiled.example_inputs)
+        result["torch_compile_warmup_s"] = time.perf_counter() - start
+        compile_s = time_torch(compiled_fn, compiled.example_inputs, repeats=repeats)
+        result["torch_compile_ms"] = compile_s * 1e3
+        result["speedup_vs_torch_compile"] = compile_s / effc_s
+    return result

@@ -1,0 +1,118 @@
+"""Run and benchmark compiled .vmfb modules with IREE's runtime.
+
+Benchmarks use `iree-benchmark-module` (IREE's own harness, median over repetitions) rather than a
+Python call loop, which would also time host-to-device copies and Python overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from effc.compiler.errors import EffcError
+
+DRIVERS = ("local-task", "local-sync", "cuda")
+
+
+def run_vmfb(
+    vmfb: bytes | Path, inputs: Sequence[np.ndarray], *, device: str = "local-task", function: str = "main"
+) -> list[np.ndarray]:
+    """Call `function` of a compiled module on `device` and return its outputs as numpy arrays."""
+    import iree.runtime as rt
+
+    try:
+        config = rt.Config(device)
+    except (RuntimeError, ValueError) as err:
+        raise EffcError(
+            f"IREE runtime device '{device}' is not available here ({str(err).splitlines()[0]}); "
+            f"use one of: {', '.join(rt.query_available_drivers())}"
+        ) from None
+    context = rt.SystemContext(config=config)
+    data = vmfb.read_bytes() if isinstance(vmfb, Path) else vmfb
+    try:
+        context.add_vm_module(rt.VmModule.copy_buffer(context.instance, data))
+    except RuntimeError as err:
+        raise EffcError(f"cannot load the compiled module: {str(err).splitlines()[0]}; recompile it") from None
+    module = context.modules.module
+    if function not in module.vm_module.function_names:
+        names = ", ".join(module.vm_module.function_names)
+        raise EffcError(f"the module has no function '{function}'; it has: {names}")
+    try:
+        results = module[function](*inputs)
+    except (RuntimeError, ValueError) as err:
+        raise EffcError(
+            f"calling '{function}' with {len(inputs)} input(s) failed: {str(err).strip().splitlines()[0]}; "
+            "check the number, shapes and dtypes of --input"
+        ) from None
+    outputs = results if isinstance(results, (tuple, list)) else [results]
+    arrays = [np.asarray(out.to_host()) for out in outputs]
+    del results, outputs, module, context  # drop runtime objects before interpreter exit (nanobind leak noise)
+    return arrays
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Timing of one compiled function, from iree-benchmark-module."""
+
+    median_s: float
+    runs_s: tuple[float, ...]
+
+
+def benchmark_vmfb(
+    vmfb_path: Path,
+    inputs: Sequence[np.ndarray],
+    *,
+    device: str = "local-task",
+    function: str = "main",
+    repetitions: int = 10,
+    timeout_s: float = 600,
+) -> BenchmarkResult:
+    """Median wall time per call over `repetitions` runs of iree-benchmark-module."""
+    from iree.runtime.benchmark import benchmark_exe
+
+    with tempfile.TemporaryDirectory(prefix="effc-bench-") as tmp:
+        flags = []
+        for i, array in enumerate(inputs):
+            path = Path(tmp) / f"input{i}.npy"
+            np.save(path, array)
+            flags.append(f"--input=@{path}")
+        out = Path(tmp) / "result.json"
+        command = [
+            benchmark_exe(),
+            f"--module={vmfb_path}",
+            f"--device={device}",
+            f"--function={function}",
+            *flags,
+            f"--benchmark_repetitions={repetitions}",
+            "--benchmark_format=json",
+            f"--benchmark_out={out}",
+            "--benchmark_out_format=json",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        if result.returncode != 0:
+            raise EffcError(f"iree-benchmark-module failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+        rows = json.loads(out.read_text())["benchmarks"]
+    runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration")
+    return BenchmarkResult(statistics.median(runs), runs)
+
+
+def _seconds(row: dict[str, float | str]) -> float:
+    scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[str(row.get("time_unit", "ns"))]
+    return float(row["real_time"]) * scale
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """‖actual − expected‖ / ‖expected‖ in float64 (0 when both are zero)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise EffcError(f"output shape {a.shape} differs from torch's {e.shape}")
+    denom = np.linalg.norm(e)
+    return float(np.linalg.norm(a - e) / denom) if denom else float(np.linalg.norm(a))
