@@ -22,4 +22,4 @@ class EffcError(Exception):
 def first_line(err: BaseException) -> str:
     """The first line of a third-party exception's message, for embedding in a one-line error."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return text.splitlines()[0].rstrip(".") if text else type(err).__name__

@@ -52,7 +52,7 @@ def load_model(spec: str, *, trust_pickle: bool = False) -> LoadedModel:
         return LoadedModel(path.name, module=module, example_inputs=example)
     if path.exists():
         return _load_file(path, trust_pickle=trust_pickle)
-    if ":" in spec and not spec.startswith(("/", ".")):
+    if ":" in spec and (spec.rpartition(":")[0].endswith(".py") or not spec.startswith(("/", "."))):
         return _load_factory(spec)
     close = difflib.get_close_matches(spec, list(BUNDLED), n=2)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""

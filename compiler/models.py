@@ -111,6 +111,7 @@ def _hf_offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantizer's own progress bar
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

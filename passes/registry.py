@@ -1,0 +1,56 @@
+"""The one registry of effc passes, xDSL `get_all_passes` style.
+
+Each entry maps a pipeline name to a thunk that imports the pass class, so listing or parsing
+pipelines never imports a pass module (and its dependencies) that the pipeline does not use.
+To add a pass: write `passes/<module>.py` with a `ModulePass` subclass and add one line below.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from effc.compiler.errors import EffcError
+from effc.passes.base import ModulePass
+
+
+def _profile() -> type[ModulePass]:
+    from effc.passes.profile import ProfilePass
+
+    return ProfilePass
+
+
+def _lower_to_linalg() -> type[ModulePass]:
+    from effc.passes.lower import LowerToLinalgPass
+
+    return LowerToLinalgPass
+
+
+# name -> thunk returning the pass class; keep sorted by name.
+_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "effc-lower-to-linalg": _lower_to_linalg,
+    "effc-profile": _profile,
+}
+
+
+def pass_names() -> list[str]:
+    """Every registered effc pass name, sorted, without importing any pass module."""
+    return sorted(_PASSES)
+
+
+def get_pass(name: str) -> type[ModulePass]:
+    """The pass class registered as `name`; unknown names list close matches."""
+    thunk = _PASSES.get(name)
+    if thunk is None:
+        close = difflib.get_close_matches(name, list(_PASSES), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise EffcError(f"unknown effc pass '{name}'{hint}")
+    cls = thunk()
+    if cls.name != name:
+        raise AssertionError(f"registry entry '{name}' imports pass named '{cls.name}'")
+    return cls
+
+
+def all_passes() -> dict[str, type[ModulePass]]:
+    """Every registered pass class by name (imports them all: for `--list-passes`)."""
+    return {name: get_pass(name) for name in pass_names()}

@@ -1,0 +1,101 @@
+"""`effc compile`, `effc run` and `effc bench` from the command line on a small real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from effc.runtime.runner import relative_error
+from effc.tests import model_zoo
+
+
+@pytest.fixture(scope="module")
+def mlp_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, inputs = model_zoo.mlp()
+    path = tmp_path_factory.mktemp("cli") / "mlp.pt2"
+    torch.export.save(torch.export.export(model, inputs), path)
+    return path
+
+
+def test_compile_then_run_writes_npy_outputs(effc_cli, mlp_pt2: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    vmfb = tmp_path / "mlp.vmfb"
+    result = effc_cli("compile", str(mlp_pt2), "-o", str(vmfb), "--check")
+    assert result.code == 0, result.err
+    assert "check: 1 output(s), max relative error vs torch eager" in result.out
+    x = torch.randn(4, 32)
+    np.save(tmp_path / "x.npy", x.numpy())
+    result = effc_cli("run", str(vmfb), "--input", f"@{tmp_path / 'x.npy'}", "-o", str(tmp_path / "out"))
+    assert result.code == 0, result.err
+    out = np.load(tmp_path / "out" / "output_0.npy")
+    model, _ = model_zoo.mlp()
+    with torch.no_grad():
+        assert relative_error(out, model(x).numpy()) <= 1e-4
+
+
+def test_run_with_iree_style_values(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    factory = tmp_path / "double.py"
+    factory.write_text(
+        "import torch\n\nclass Double(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n\n"
+        "def build():\n    return Double(), (torch.ones(4),)\n"
+    )
+    vmfb = tmp_path / "double.vmfb"
+    assert effc_cli("compile", f"{factory}:build", "-o", str(vmfb)).code == 0
+    result = effc_cli("run", str(vmfb), "--input", "4xf32=1 2 3 4", "-o", str(tmp_path))
+    assert result.code == 0, result.err
+    np.testing.assert_array_equal(np.load(tmp_path / "output_0.npy"), [2, 4, 6, 8])
+    bad = effc_cli("run", str(vmfb), "--input", "4xf32=1 2 3")
+    assert bad.err.strip() == "effc: error: input '4xf32=1 2 3': 3 values for a shape of 4 elements"
+
+
+def test_run_missing_module(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = effc_cli("run", str(tmp_path / "gone.vmfb"))
+    assert result.code == 1
+    assert result.err.strip() == (
+        f"effc: error: module '{tmp_path / 'gone.vmfb'}' not found; compile one with `effc compile MODEL -o gone.vmfb`"
+    )
+
+
+@pytest.mark.parametrize(("emit", "marker"), [("torch", "torch.aten.mm"), ("linalg", "linalg.matmul")])
+def test_emit_stops_at_the_requested_stage(effc_cli, mlp_pt2: Path, tmp_path: Path, emit: str, marker: str) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / f"mlp.{emit}.mlir"
+    result = effc_cli("compile", str(mlp_pt2), "--emit", emit, "-o", str(out))
+    assert result.code == 0, result.err
+    text = out.read_text()
+    assert marker in text or (emit == "linalg" and "linalg.generic" in text)
+    assert ("torch.aten" in text) == (emit == "torch")
+
+
+def test_linalg_output_compiles_and_runs(mlp_pt2: Path, tmp_path: Path) -> None:
+    """IR that effc lowered to linalg goes to IREE as well as torch-dialect IR does."""
+    import effc
+    from effc.compiler.iree_backend import compile_mlir
+    from effc.runtime.runner import run_vmfb
+
+    compiled = effc.compile(str(mlp_pt2), emit="linalg")
+    vmfb = compile_mlir(compiled.mlir, target="llvm-cpu")
+    (out,) = run_vmfb(vmfb, compiled.numpy_inputs())
+    assert relative_error(out, compiled.reference_outputs()[0]) <= 1e-4
+
+
+def test_bench_prints_ratios_and_saves_json(effc_cli, mlp_pt2: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "bench.json"
+    result = effc_cli("bench", str(mlp_pt2), "--repeats", "3", "-o", str(out))
+    assert result.code == 0, result.err
+    assert "torch.compile" in result.out and "effc speedup" in result.out
+    data = json.loads(out.read_text())
+    for key in ("effc_ms", "eager_ms", "torch_compile_ms"):
+        assert data[key] > 0
+    assert data["speedup_vs_eager"] == pytest.approx(data["eager_ms"] / data["effc_ms"])
+    assert data["speedup_vs_torch_compile"] == pytest.approx(data["torch_compile_ms"] / data["effc_ms"])
+
+
+def test_cuda_target_compiles_on_a_machine_without_gpu(effc_cli, mlp_pt2: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "mlp-cuda.vmfb"
+    result = effc_cli("compile", str(mlp_pt2), "--target", "cuda", "-o", str(out), "--save-temps", str(tmp_path / "t"))
+    assert result.code == 0, result.err
+    assert "--iree-cuda-target=sm_80" in (tmp_path / "t" / "iree-compile.sh").read_text()
+    assert out.stat().st_size > 0
