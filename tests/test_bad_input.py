@@ -184,11 +184,11 @@ def test_unsupported_op_prints_a_table(effc_cli, tmp_path: Path) -> None:  # typ
     assert result.code == 1
     lines = [line for line in result.err.strip().splitlines() if not line.startswith("✓")]
     assert lines[0] == (
-        "effc: error: the model uses 1 op(s) that torch-mlir cannot lower: effctest.fancy; "
+        "effc: error: the model uses 1 op(s) that torch-mlir cannot lower: torch.effctest.fancy; "
         "rewrite them in the model or register a decomposition"
     )
     assert lines[1].split() == ["op", "count", "first", "location"]
-    assert lines[2].split()[:2] == ["effctest.fancy", "1"]
+    assert lines[2].split()[:2] == ["torch.effctest.fancy", "1"]
     assert "Traceback" not in result.err
 
 
