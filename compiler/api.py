@@ -125,7 +125,9 @@ def compile_model(
     vmfb = None
     if emit == "vmfb":
         with stages.stage(f"IREE compile for {target}"):
-            vmfb = compile_mlir(mlir, target=target, cuda_arch=cuda_arch, extra_flags=list(iree_flags), save_temps=temps)
+            vmfb = compile_mlir(
+                mlir, target=target, cuda_arch=cuda_arch, extra_flags=list(iree_flags), save_temps=temps
+            )
     return CompiledModel(
         loaded.name, target, mlir, vmfb, imported.example_inputs, imported.reference, dict(stages.timings)
     )
@@ -141,7 +143,9 @@ def _as_loaded(model: Any, example_inputs: Any, *, trust_pickle: bool) -> Loaded
     elif isinstance(model, torch.nn.Module):
         loaded = LoadedModel(type(model).__name__, module=model.eval())
     else:
-        raise EffcError(f"cannot compile a {type(model).__name__}; pass a torch.nn.Module, an ExportedProgram or a MODEL spec")
+        raise EffcError(
+            f"cannot compile a {type(model).__name__}; pass a torch.nn.Module, an ExportedProgram or a MODEL spec"
+        )
     if example_inputs is not None:
         loaded.example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     return loaded

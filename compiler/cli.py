@@ -21,6 +21,8 @@ SUBCOMMAND_MODULES = (
     "effc.runtime.bench_cmd",
     "effc.passes.opt_cmd",
     "effc.passes.profile_cmd",
+    "effc.passes.carbon_cmd",
+    "effc.runtime.read_cmd",
 )
 
 

@@ -18,26 +18,71 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Load MODEL, lower it with torch-mlir, run an effc pass pipeline and compile it with IREE.",
     )
     add_model_arguments(parser)
-    parser.add_argument("-o", "--output", help="output file (default: MODEL_NAME.vmfb, or .mlir for --emit torch|linalg)")
-    parser.add_argument("--pass-pipeline", default=None, help="MLIR textual pass pipeline run on the torch-dialect module")
+    parser.add_argument(
+        "-o", "--output", help="output file (default: MODEL_NAME.vmfb, or .mlir for --emit torch|linalg)"
+    )
+    parser.add_argument(
+        "--pass-pipeline", default=None, help="MLIR textual pass pipeline run on the torch-dialect module"
+    )
     parser.add_argument("--emit", choices=EMITS, default="vmfb", help="stop after this stage (default: vmfb)")
-    parser.add_argument("--save-temps", metavar="DIR", help="keep the imported IR, the IR after passes and IREE's phases in DIR")
-    parser.add_argument("--check", action="store_true", help="run the module on the example inputs and compare with torch eager")
+    parser.add_argument(
+        "--save-temps",
+        metavar="DIR",
+        help="keep the imported IR, the IR after passes and IREE's phases in DIR",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="run the module on the example inputs and compare with torch eager",
+    )
     parser.add_argument("--mlir-print-ir-after-all", action="store_true", help="print the IR after every pass")
-    parser.add_argument("--mlir-print-ir-after-change", action="store_true", help="print the IR only after passes that change it")
+    parser.add_argument(
+        "--mlir-print-ir-after-change",
+        action="store_true",
+        help="print the IR only after passes that change it",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the compile summary as JSON")
     parser.set_defaults(handler=run)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """MODEL, --input, --target and import options, shared by compile, bench and profile."""
-    parser.add_argument("model", metavar="MODEL", help="a .pt2 file, HF model directory, package.module:factory, .mlir, or bundled name (minilm, smollm2)")
-    parser.add_argument("--input", action="append", default=[], metavar="SPEC", help="input shape and dtype such as 1x128xi64 ('?' = dynamic); repeat per input")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .pt2 file, HF model directory, package.module:factory, .mlir, or bundled name (minilm, smollm2)",
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="input shape and dtype such as 1x128xi64 ('?' = dynamic); repeat per input",
+    )
     parser.add_argument("--target", default="llvm-cpu", help=f"IREE target: {' | '.join(TARGETS)} (default: llvm-cpu)")
-    parser.add_argument("--cuda-arch", default=DEFAULT_CUDA_ARCH, help=f"CUDA SM architecture for --target cuda (default: {DEFAULT_CUDA_ARCH})")
-    parser.add_argument("--attention", choices=("auto", "fused", "decomposed"), default="auto", help="keep scaled_dot_product_attention whole (fused) or decompose it; auto picks per target")
-    parser.add_argument("--iree-flag", action="append", default=[], metavar="FLAG", help="extra iree-compile flag, e.g. --iree-flag=--iree-opt-level=O2 (repeatable)")
-    parser.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled torch.save(model) file (runs code from the file)")
+    parser.add_argument(
+        "--cuda-arch",
+        default=DEFAULT_CUDA_ARCH,
+        help=f"CUDA SM architecture for --target cuda (default: {DEFAULT_CUDA_ARCH})",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=("auto", "fused", "decomposed"),
+        default="auto",
+        help="keep scaled_dot_product_attention whole (fused) or decompose it; auto picks per target",
+    )
+    parser.add_argument(
+        "--iree-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra iree-compile flag, e.g. --iree-flag=--iree-opt-level=O2 (repeatable)",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow loading a pickled torch.save(model) file (runs code from the file)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

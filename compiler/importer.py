@@ -71,9 +71,7 @@ def export_model(
     assert loaded.module is not None
     dynamic = None
     if any(spec.dynamic_dims for spec in specs):
-        dynamic = tuple(
-            {dim: torch.export.Dim.DYNAMIC for dim in spec.dynamic_dims} or None for spec in specs
-        )
+        dynamic = tuple({dim: torch.export.Dim.DYNAMIC for dim in spec.dynamic_dims} or None for spec in specs)
     if specs and len(specs) != len(example):
         raise EffcError(f"model '{loaded.name}' got {len(specs)} --input specs for {len(example)} inputs")
     try:
@@ -118,7 +116,9 @@ def import_program(
     return module, ctx
 
 
-def import_model(loaded: LoadedModel, specs: tuple[InputSpec, ...], *, attention: Literal["fused", "decomposed"]) -> ImportedModel:
+def import_model(
+    loaded: LoadedModel, specs: tuple[InputSpec, ...], *, attention: Literal["fused", "decomposed"]
+) -> ImportedModel:
     """Loaded model → torch-dialect module (or the user's own MLIR, parsed)."""
     if loaded.mlir_text is not None:
         ctx = new_context()

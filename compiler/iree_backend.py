@@ -75,7 +75,16 @@ def compile_mlir(
         output = Path(tmp) / "module.vmfb"
         if save_temps is not None:
             (save_temps / "iree-compile.sh").write_text(
-                shlex.join([*command[:1], str(save_temps / "02-after-passes.mlir"), *command[2:], "-o", "module.vmfb"]) + "\n"
+                shlex.join(
+                    [
+                        *command[:1],
+                        str(save_temps / "02-after-passes.mlir"),
+                        *command[2:],
+                        "-o",
+                        "module.vmfb",
+                    ]
+                )
+                + "\n"
             )
         try:
             result = subprocess.run(

@@ -15,7 +15,6 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -46,7 +45,9 @@ def load_model(spec: str, *, trust_pickle: bool = False) -> LoadedModel:
     path = Path(spec)
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise EffcError(f"directory '{spec}' has no config.json, so it is not a Hugging Face model; expected {EXPECTED_FORMS}")
+            raise EffcError(
+                f"directory '{spec}' has no config.json, so it is not a Hugging Face model; expected {EXPECTED_FORMS}"
+            )
         model, tokenizer, is_causal = load_hf_directory(path)
         module, example = wrap_hf_model(model, tokenizer, is_causal)
         return LoadedModel(path.name, module=module, example_inputs=example)
@@ -156,7 +157,7 @@ def _load_factory(spec: str) -> LoadedModel:
     if not callable(factory):
         raise EffcError(f"model spec '{spec}': '{module_name}' has no callable '{attr}'")
     built = factory()
-    model, example = (built if isinstance(built, tuple) else (built, None))
+    model, example = built if isinstance(built, tuple) else (built, None)
     if not isinstance(model, torch.nn.Module):
         raise EffcError(
             f"model spec '{spec}' returned {type(model).__name__}; it must return a torch.nn.Module "
@@ -165,4 +166,3 @@ def _load_factory(spec: str) -> LoadedModel:
     if isinstance(example, torch.Tensor):
         example = (example,)
     return LoadedModel(attr, module=model.eval(), example_inputs=tuple(example) if example is not None else None)
-

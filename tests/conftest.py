@@ -15,8 +15,11 @@ class CliResult:
     err: str
 
 
+EffcCli = Callable[..., CliResult]
+
+
 @pytest.fixture
-def effc_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+def effc_cli(capsys: pytest.CaptureFixture[str]) -> EffcCli:
     """Call `effc ARGS...` in this process; returns exit code, stdout and stderr."""
     from effc.compiler.cli import main
 

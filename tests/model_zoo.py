@@ -20,7 +20,11 @@ class Mlp(torch.nn.Module):
     def __init__(self, width: int = 64) -> None:
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(32, width), torch.nn.GELU(), torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 10)
+            torch.nn.Linear(32, width),
+            torch.nn.GELU(),
+            torch.nn.Linear(width, width),
+            torch.nn.ReLU(),
+            torch.nn.Linear(width, 10),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -31,8 +35,12 @@ class ConvNet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
         )
         self.head = torch.nn.Linear(16 * 4 * 4, 10)
 
@@ -81,7 +89,11 @@ def bert() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
         max_position_embeddings=64,
     )
     return HiddenStates(BertModel(config).eval(), causal=False), (_tokens(),)
@@ -93,8 +105,13 @@ def llama(num_key_value_heads: int = 4) -> tuple[torch.nn.Module, tuple[torch.Te
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=num_key_value_heads, max_position_embeddings=64,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=64,
     )
     return HiddenStates(LlamaForCausalLM(config).eval(), causal=True), (_tokens(),)
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from effc.tests import model_zoo
+from effc.tests.conftest import CliResult, EffcCli
 
 
-def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
+def one_line_error(result: CliResult) -> str:
     assert result.code != 0
     assert "Traceback" not in result.err
     lines = [line for line in result.err.strip().splitlines() if not line.startswith("✓")]  # progress lines
@@ -27,7 +28,7 @@ def pt2_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_missing_model_file(effc_cli) -> None:  # type: ignore[no-untyped-def]
+def test_missing_model_file(effc_cli: EffcCli) -> None:
     line = one_line_error(effc_cli("compile", "nope/model.pt2"))
     assert line == (
         "effc: error: model 'nope/model.pt2' not found (expected a .pt2 file from torch.export.save, a Hugging Face "
@@ -36,19 +37,19 @@ def test_missing_model_file(effc_cli) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def test_misspelled_bundled_model_suggests_the_name(effc_cli) -> None:  # type: ignore[no-untyped-def]
+def test_misspelled_bundled_model_suggests_the_name(effc_cli: EffcCli) -> None:
     line = one_line_error(effc_cli("compile", "minilmm"))
     assert line.startswith("effc: error: model 'minilmm' not found; did you mean minilm? (expected")
 
 
-def test_empty_model_file(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_empty_model_file(effc_cli: EffcCli, tmp_path: Path) -> None:
     empty = tmp_path / "empty.pt2"
     empty.write_bytes(b"")
     line = one_line_error(effc_cli("compile", str(empty)))
     assert line == f"effc: error: model file '{empty}' is empty; re-export it with torch.export.save"
 
 
-def test_unreadable_model_file(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unreadable_model_file(effc_cli: EffcCli, tmp_path: Path) -> None:
     locked = tmp_path / "locked.pt2"
     locked.write_bytes(b"PK\x03\x04")
     locked.chmod(0)
@@ -61,7 +62,7 @@ def test_unreadable_model_file(effc_cli, tmp_path: Path) -> None:  # type: ignor
     assert line == f"effc: error: cannot read model file '{locked}': Permission denied; check its permissions"
 
 
-def test_truncated_pt2(effc_cli, pt2_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_truncated_pt2(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.pt2"
     truncated.write_bytes(pt2_file.read_bytes()[: pt2_file.stat().st_size // 2])
     line = one_line_error(effc_cli("compile", str(truncated)))
@@ -70,14 +71,14 @@ def test_truncated_pt2(effc_cli, pt2_file: Path, tmp_path: Path) -> None:  # typ
     )
 
 
-def test_unknown_file_format(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_file_format(effc_cli: EffcCli, tmp_path: Path) -> None:
     weird = tmp_path / "weights.bin"
     weird.write_bytes(b"\x00\x01garbage")
     line = one_line_error(effc_cli("compile", str(weird)))
     assert line.startswith(f"effc: error: '{weird}' is not a model file effc knows; expected a .pt2 file")
 
 
-def test_torchscript_is_refused_with_what_to_export(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_torchscript_is_refused_with_what_to_export(effc_cli: EffcCli, tmp_path: Path) -> None:
     model, inputs = model_zoo.mlp()
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.trace(model, inputs), path)
@@ -88,7 +89,7 @@ def test_torchscript_is_refused_with_what_to_export(effc_cli, tmp_path: Path) ->
     )
 
 
-def test_pickle_needs_trust(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pickle_needs_trust(effc_cli: EffcCli, tmp_path: Path) -> None:
     model, _ = model_zoo.mlp()
     path = tmp_path / "model.pt"
     torch.save(model, path)
@@ -97,12 +98,21 @@ def test_pickle_needs_trust(effc_cli, tmp_path: Path) -> None:  # type: ignore[n
         f"effc: error: refusing to unpickle '{path}': a torch.save pickle can run arbitrary code when loaded; "
         "pass --trust-pickle if you trust its source, or save the model with torch.export.save as a .pt2"
     )
-    ok = effc_cli("compile", str(path), "--input", "4x32xf32", "--trust-pickle", "-o", str(tmp_path / "m.vmfb"), "--check")
+    ok = effc_cli(
+        "compile",
+        str(path),
+        "--input",
+        "4x32xf32",
+        "--trust-pickle",
+        "-o",
+        str(tmp_path / "m.vmfb"),
+        "--check",
+    )
     assert ok.code == 0, ok.err
     assert (tmp_path / "m.vmfb").stat().st_size > 0
 
 
-def test_pickled_state_dict_is_explained(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pickled_state_dict_is_explained(effc_cli: EffcCli, tmp_path: Path) -> None:
     model, _ = model_zoo.mlp()
     path = tmp_path / "weights.pt"
     torch.save(model.state_dict(), path)
@@ -116,55 +126,75 @@ def test_pickled_state_dict_is_explained(effc_cli, tmp_path: Path) -> None:  # t
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("1x128", "effc: error: bad --input '1x128': expected an MLIR-style shape and dtype such as 1x128xi64"),
-        ("1x128xq8", "effc: error: bad --input '1x128xq8': expected an MLIR-style shape and dtype such as 1x128xi64"),
-        ("axbxf32", "effc: error: bad --input 'axbxf32': expected an MLIR-style shape and dtype such as 1x128xi64"),
+        (
+            "1x128",
+            "effc: error: bad --input '1x128': expected an MLIR-style shape and dtype such as 1x128xi64",
+        ),
+        (
+            "1x128xq8",
+            "effc: error: bad --input '1x128xq8': expected an MLIR-style shape and dtype such as 1x128xi64",
+        ),
+        (
+            "axbxf32",
+            "effc: error: bad --input 'axbxf32': expected an MLIR-style shape and dtype such as 1x128xi64",
+        ),
     ],
 )
-def test_bad_input_spec(effc_cli, pt2_file: Path, spec: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_spec(effc_cli: EffcCli, pt2_file: Path, spec: str, expected: str) -> None:
     line = one_line_error(effc_cli("compile", str(pt2_file), "--input", spec))
     assert line.startswith(expected)
 
 
-def test_input_spec_that_does_not_fit_the_model(effc_cli) -> None:  # type: ignore[no-untyped-def]
+def test_input_spec_that_does_not_fit_the_model(effc_cli: EffcCli) -> None:
     line = one_line_error(effc_cli("compile", "effc.tests.model_zoo:mlp", "--input", "4x7xf32"))
     assert line.startswith("effc: error: torch.export failed for 'mlp' (RuntimeError): ")
     assert line.endswith("check the --input shapes and dtypes match what the model's forward expects")
 
 
-def test_factory_without_inputs_asks_for_them(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_factory_without_inputs_asks_for_them(effc_cli: EffcCli, tmp_path: Path) -> None:
     factory = tmp_path / "factory.py"
     factory.write_text("import torch\n\ndef build():\n    return torch.nn.Linear(4, 2)\n")
     line = one_line_error(effc_cli("compile", f"{factory}:build"))
-    assert line == "effc: error: model 'build' carries no example inputs; give each input with --input, e.g. --input 1x128xi64"
+    assert (
+        line
+        == "effc: error: model 'build' carries no example inputs; give each input with --input, e.g. --input 1x128xi64"
+    )
 
 
-def test_factory_spec_errors(effc_cli) -> None:  # type: ignore[no-untyped-def]
+def test_factory_spec_errors(effc_cli: EffcCli) -> None:
     line = one_line_error(effc_cli("compile", "no_such_pkg.models:build"))
-    assert line == "effc: error: model spec 'no_such_pkg.models:build': cannot import 'no_such_pkg.models': No module named 'no_such_pkg'"
+    assert (
+        line
+        == "effc: error: model spec 'no_such_pkg.models:build': cannot import 'no_such_pkg.models': No module named 'no_such_pkg'"
+    )
     line = one_line_error(effc_cli("compile", "effc.tests.model_zoo:missing"))
-    assert line == "effc: error: model spec 'effc.tests.model_zoo:missing': 'effc.tests.model_zoo' has no callable 'missing'"
+    assert (
+        line
+        == "effc: error: model spec 'effc.tests.model_zoo:missing': 'effc.tests.model_zoo' has no callable 'missing'"
+    )
 
 
-def test_unknown_target(effc_cli, pt2_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_target(effc_cli: EffcCli, pt2_file: Path) -> None:
     line = one_line_error(effc_cli("compile", str(pt2_file), "--target", "tpu"))
     assert line == "effc: error: unknown target 'tpu': choose one of llvm-cpu, cuda"
 
 
-def test_unknown_flag(effc_cli, pt2_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_flag(effc_cli: EffcCli, pt2_file: Path) -> None:
     line = one_line_error(effc_cli("compile", str(pt2_file), "--optimise"))
     assert line == "effc: error: unrecognized arguments: --optimise (see 'effc --help')"
 
 
-def test_unknown_iree_flag(effc_cli, pt2_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    line = one_line_error(effc_cli("compile", str(pt2_file), "--iree-flag=--iree-bogus-flag", "-o", str(tmp_path / "x.vmfb")))
+def test_unknown_iree_flag(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
+    line = one_line_error(
+        effc_cli("compile", str(pt2_file), "--iree-flag=--iree-bogus-flag", "-o", str(tmp_path / "x.vmfb"))
+    )
     assert line == (
         "effc: error: iree-compile does not know the flag '--iree-bogus-flag'; check the spelling with `iree-compile --help`"
     )
     assert not (tmp_path / "x.vmfb").exists()
 
 
-def test_unsupported_op_prints_a_table(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unsupported_op_prints_a_table(effc_cli: EffcCli, tmp_path: Path) -> None:
     factory = tmp_path / "custom_op_model.py"
     factory.write_text(
         "import torch\n\n"
@@ -192,7 +222,7 @@ def test_unsupported_op_prints_a_table(effc_cli, tmp_path: Path) -> None:  # typ
     assert "Traceback" not in result.err
 
 
-def test_failed_compile_keeps_the_existing_output(effc_cli, pt2_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_failed_compile_keeps_the_existing_output(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.vmfb"
     out.write_bytes(b"previous build")
     result = effc_cli("compile", str(pt2_file), "--iree-flag=--iree-bogus-flag", "-o", str(out))
@@ -201,12 +231,12 @@ def test_failed_compile_keeps_the_existing_output(effc_cli, pt2_file: Path, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.vmfb"]
 
 
-def test_debug_shows_the_traceback(effc_cli) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(Exception, match="model 'nope.pt2' not found"):
+def test_debug_shows_the_traceback(effc_cli: EffcCli) -> None:
+    with pytest.raises(Exception, match=r"model 'nope\.pt2' not found"):
         effc_cli("--debug", "compile", "nope.pt2")
 
 
-def test_zip_that_is_not_a_model(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_zip_that_is_not_a_model(effc_cli: EffcCli, tmp_path: Path) -> None:
     archive = tmp_path / "data.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("readme.txt", "hello")

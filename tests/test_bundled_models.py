@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import effc
+from effc.tests.conftest import EffcCli
 
 
 @pytest.mark.slow
@@ -22,12 +23,20 @@ def test_bundled_model_matches_torch(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_main_job_command(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_main_job_command(effc_cli: EffcCli, tmp_path: Path) -> None:
     """The README's main job: compile MiniLM, check against torch, report the artifacts."""
     out = tmp_path / "minilm.vmfb"
     summary = tmp_path / "minilm.json"
     result = effc_cli(
-        "compile", "minilm", "-o", str(out), "--check", "--save-temps", str(tmp_path / "temps"), "--json", str(summary)
+        "compile",
+        "minilm",
+        "-o",
+        str(out),
+        "--check",
+        "--save-temps",
+        str(tmp_path / "temps"),
+        "--json",
+        str(summary),
     )
     assert result.code == 0, result.err
     assert "max relative error vs torch eager" in result.out

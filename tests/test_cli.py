@@ -11,6 +11,7 @@ import torch
 
 from effc.runtime.runner import relative_error
 from effc.tests import model_zoo
+from effc.tests.conftest import EffcCli
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def mlp_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_compile_then_run_writes_npy_outputs(effc_cli, mlp_pt2: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_compile_then_run_writes_npy_outputs(effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path) -> None:
     vmfb = tmp_path / "mlp.vmfb"
     result = effc_cli("compile", str(mlp_pt2), "-o", str(vmfb), "--check")
     assert result.code == 0, result.err
@@ -36,7 +37,7 @@ def test_compile_then_run_writes_npy_outputs(effc_cli, mlp_pt2: Path, tmp_path: 
         assert relative_error(out, model(x).numpy()) <= 1e-4
 
 
-def test_run_with_iree_style_values(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_run_with_iree_style_values(effc_cli: EffcCli, tmp_path: Path) -> None:
     factory = tmp_path / "double.py"
     factory.write_text(
         "import torch\n\nclass Double(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n\n"
@@ -51,7 +52,7 @@ def test_run_with_iree_style_values(effc_cli, tmp_path: Path) -> None:  # type: 
     assert bad.err.strip() == "effc: error: input '4xf32=1 2 3': 3 values for a shape of 4 elements"
 
 
-def test_run_missing_module(effc_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_run_missing_module(effc_cli: EffcCli, tmp_path: Path) -> None:
     result = effc_cli("run", str(tmp_path / "gone.vmfb"))
     assert result.code == 1
     assert result.err.strip() == (
@@ -60,7 +61,9 @@ def test_run_missing_module(effc_cli, tmp_path: Path) -> None:  # type: ignore[n
 
 
 @pytest.mark.parametrize(("emit", "marker"), [("torch", "torch.aten.mm"), ("linalg", "linalg.matmul")])
-def test_emit_stops_at_the_requested_stage(effc_cli, mlp_pt2: Path, tmp_path: Path, emit: str, marker: str) -> None:  # type: ignore[no-untyped-def]
+def test_emit_stops_at_the_requested_stage(
+    effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path, emit: str, marker: str
+) -> None:
     out = tmp_path / f"mlp.{emit}.mlir"
     result = effc_cli("compile", str(mlp_pt2), "--emit", emit, "-o", str(out))
     assert result.code == 0, result.err
@@ -81,7 +84,7 @@ def test_linalg_output_compiles_and_runs(mlp_pt2: Path, tmp_path: Path) -> None:
     assert relative_error(out, compiled.reference_outputs()[0]) <= 1e-4
 
 
-def test_bench_prints_ratios_and_saves_json(effc_cli, mlp_pt2: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bench_prints_ratios_and_saves_json(effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = effc_cli("bench", str(mlp_pt2), "--repeats", "3", "-o", str(out))
     assert result.code == 0, result.err
@@ -93,7 +96,7 @@ def test_bench_prints_ratios_and_saves_json(effc_cli, mlp_pt2: Path, tmp_path: P
     assert data["speedup_vs_torch_compile"] == pytest.approx(data["torch_compile_ms"] / data["effc_ms"])
 
 
-def test_cuda_target_compiles_on_a_machine_without_gpu(effc_cli, mlp_pt2: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_target_compiles_on_a_machine_without_gpu(effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path) -> None:
     out = tmp_path / "mlp-cuda.vmfb"
     result = effc_cli("compile", str(mlp_pt2), "--target", "cuda", "-o", str(out), "--save-temps", str(tmp_path / "t"))
     assert result.code == 0, result.err

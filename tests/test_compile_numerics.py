@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def test_dynamic_batch_stays_dynamic() -> None:
         assert relative_error(out, expected) <= TOLERANCE
 
 
-def test_save_writes_a_loadable_module(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_save_writes_a_loadable_module(tmp_path: Path) -> None:
     model, inputs = model_zoo.mlp()
     compiled = effc.compile(model, inputs)
     path = compiled.save(tmp_path / "mlp.vmfb")

@@ -18,7 +18,18 @@
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(func.func(cse),canonicalize{max-iterations=3 top-down=false})' \
 // RUN:   --dump-pass-pipeline -o /dev/null 2>&1 | FileCheck %s --check-prefix=DUMP
-// DUMP: builtin.module(func.func(cse),canonicalize{{{.*}} max-iterations=3 {{.*}} top-down=false})
+// DUMP: builtin.module(func.func(cse),canonicalize{{.*}} max-iterations=3 {{.*}} top-down=false})
+
+// IR printing goes to stderr: after-change dumps only the passes that changed something (cse on @twice).
+// RUN: effc-opt %s --pass-pipeline='builtin.module(func.func(cse),canonicalize)' --mlir-print-ir-after-change \
+// RUN:   -o /dev/null 2>&1 | FileCheck %s --check-prefix=CHANGE
+// CHANGE:      // -----// IR Dump After CSEPass: cse //----- //
+// CHANGE-NEXT: func.func @twice(
+// CHANGE-NOT:  IR Dump After
+// RUN: effc-opt %s --pass-pipeline='builtin.module(func.func(cse),canonicalize)' --mlir-print-ir-after-all \
+// RUN:   -o /dev/null 2>&1 | FileCheck %s --check-prefix=ALL
+// ALL-COUNT-2: IR Dump After CSEPass: cse
+// ALL:         IR Dump After CanonicalizerPass: canonicalize{
 
 // An empty pipeline is valid.
 // RUN: effc-opt %s --pass-pipeline='builtin.module()' --dump-pass-pipeline -o /dev/null 2>&1 \
@@ -36,10 +47,21 @@
 // RUN: effc-opt %s --pass-pipeline='builtin.module(func.func(cse,effc-lower-to-linalg,canonicalize))' \
 // RUN:   --dump-pass-pipeline 2>&1 | FileCheck %s --check-prefix=HOIST
 // HOIST: {{^builtin.module\(func.func\(cse\),func.func\(torch-restructure-non-constant-axes\)}}
-// HOIST-SAME: torch-verify-linalg-on-tensors-backend-contract,func.func(canonicalize{{{.*}}}))
+// HOIST-SAME: torch-verify-linalg-on-tensors-backend-contract,func.func(canonicalize{{.*}}))
 // HOIST-LABEL: func.func @relu(%arg0: tensor<2x3xf32>) -> tensor<2x3xf32>
 // HOIST: linalg.generic
 // HOIST: arith.cmpf ugt
+
+// One pipeline, three stages: effc-profile (a Python pass) annotates the torch-level IR,
+// effc-lower-to-linalg lowers it, and canonicalize then runs on linalg-on-tensors. The Python pass's
+// options round-trip through the PassManager's own printing.
+// RUN: effc-opt %s --pass-pipeline='builtin.module(effc-profile{target=h100-sxm tf32},effc-lower-to-linalg,canonicalize)' \
+// RUN:   --dump-pass-pipeline 2>&1 | FileCheck %s --check-prefix=STAGES
+// STAGES: {{^builtin.module\(effc-profile\{target=h100-sxm tf32=true\},func.func\(torch-restructure-non-constant-axes\)}}
+// STAGES-SAME: torch-verify-linalg-on-tensors-backend-contract,canonicalize{{.*}})
+// STAGES: module attributes {{.*}}effc.profile.class_share
+// STAGES-LABEL: func.func @relu(%arg0: tensor<2x3xf32>) -> tensor<2x3xf32>
+// STAGES: linalg.generic
 
 func.func @twice(%a: i32) -> i32 {
   %0 = arith.addi %a, %a : i32
