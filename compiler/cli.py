@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "effc.passes.profile_cmd",
     "effc.passes.carbon_cmd",
     "effc.runtime.read_cmd",
+    "effc.search.search_cmd",
 )
 
 

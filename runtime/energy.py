@@ -123,17 +123,11 @@ class RaplMeter:
             raise MeterUnavailable(f"{root} does not exist (no RAPL powercap driver, e.g. in a VM)")
         self._domains = []
         for zone in sorted(root.glob("intel-rapl:*")):
-            if zone.name.count(":") != 1 or not _read_text(zone / "name").startswith("package"):
-                continue
-            energy = zone / "energy_uj"
-            self._domains.append(
-                _RaplDomain(
-                    _read_text(zone / "name"),
-                    energy,
-                    _read_int(zone / "max_energy_range_uj"),
-                    _read_int(energy),
-                )
-            )
+            name = _read_text(zone / "name") if zone.name.count(":") == 1 else ""
+            if name.startswith("package"):
+                energy = zone / "energy_uj"
+                max_range = _read_int(zone / "max_energy_range_uj")
+                self._domains.append(_RaplDomain(name, energy, max_range, _read_int(energy)))
         if not self._domains:
             raise MeterUnavailable(f"{root} has no RAPL package domain (intel-rapl:N with name package-N)")
         self.device = f"RAPL {', '.join(d.name for d in self._domains)}"
@@ -154,7 +148,7 @@ def rapl_delta_uj(before: int, after: int, max_range_uj: int) -> int:
     """Energy between two readings of a RAPL counter that wraps to 0 after `max_range_uj`.
 
     Correct for at most one wrap, so the counter must be read more often than it wraps (minutes at full
-    load); `measure` reads it after every call.
+    load); `measure` polls it every `POLL_S`.
     """
     return after - before if after >= before else max_range_uj - before + after
 
