@@ -6,7 +6,8 @@
 A CPU has no datasheet "peak" that a compiled model can reach, so the roofline for `host-cpu` uses
 what torch's own kernels achieve here: the best of several large square matmuls per dtype (all
 threads torch uses), and a large tensor copy for bandwidth (bytes read + bytes written per second,
-STREAM "copy" convention). Rerun it on the machine you profile for.
+STREAM "copy" convention). Other work on the machine lowers the figures (the load average is
+recorded with them): rerun it on an idle machine, the one you profile for.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from effc.passes.hardware import HARDWARE_JSON, read_table
 
 MATMUL_N = 2048
 COPY_BYTES = 1 << 29  # 512 MiB: far larger than any CPU cache
-REPEATS = 5
+REPEATS = 10
 # The CPU model is hidden inside this VM; its TDP is estimated as a per-thread share of an EPYC 9654.
 TDP_ESTIMATE_SOURCE = (
-    "estimate: vCPU share of an AMD EPYC 9654 (default TDP 360 W, 192 threads; amd.com product page) = 1.875 W "
-    "per vCPU; the VM hides the exact CPU model, replace with the real part's TDP share"
+    "estimate: vCPU share of an AMD EPYC 9654 (default TDP 360 W, 192 threads; amd.com product page) = "
+    "1.875 W per vCPU; the VM hides the exact CPU model, replace with the real part's TDP share"
 )
 
 
@@ -47,7 +48,7 @@ def best_seconds(work: Callable[[], object], repeats: int = REPEATS) -> float:
 
 
 def matmul_flops(dtype: torch.dtype, n: int = MATMUL_N) -> float:
-    """FLOP/s (ops/s for int8) of an n×n×n matmul in `dtype`."""
+    """FLOP/s (ops/s for int8) of an n x n x n matmul in `dtype`."""
     gen = torch.Generator().manual_seed(0)
     if dtype == torch.int8:
         a = torch.randint(-128, 127, (n, n), dtype=torch.int8, generator=gen)
@@ -57,14 +58,14 @@ def matmul_flops(dtype: torch.dtype, n: int = MATMUL_N) -> float:
         a = torch.randn(n, n, generator=gen).to(dtype)
         b = torch.randn(n, n, generator=gen).to(dtype)
         seconds = best_seconds(lambda: torch.mm(a, b))
-    return 2 * n**3 / seconds
+    return float(f"{2 * n**3 / seconds:.4g}")
 
 
 def copy_bandwidth(nbytes: int = COPY_BYTES) -> float:
     """Bytes/s moved by a large tensor copy, counting the read and the write."""
     src = torch.ones(nbytes // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
-    return 2 * nbytes / best_seconds(lambda: dst.copy_(src))
+    return float(f"{2 * nbytes / best_seconds(lambda: dst.copy_(src)):.4g}")
 
 
 def cpu_model() -> str:
@@ -78,23 +79,30 @@ def host_entry() -> dict[str, Any]:
     """The `host-cpu` entry of hardware.json, measured now."""
     threads = torch.get_num_threads()
     date = datetime.date.today().isoformat()
-    method = f"measured {date} by bench/measure_host.py with torch {torch.__version__}, {threads} threads"
+    load = os.getloadavg()[0]
+    method = (
+        f"measured {date} by bench/measure_host.py with torch {torch.__version__}, {threads} threads, "
+        f"1-minute load average {load:.1f} before measuring"
+    )
     f32 = matmul_flops(torch.float32)
     measured = {
         "f64": matmul_flops(torch.float64),
         "bf16": matmul_flops(torch.bfloat16),
         "int8": matmul_flops(torch.int8),
     }
-    f16_torch = matmul_flops(torch.float16)
+    f16_torch = matmul_flops(torch.float16, n=256)  # slow in torch: a small size is enough to show it
     mm = f"best of {REPEATS} torch matmuls {MATMUL_N}x{MATMUL_N}x{MATMUL_N}"
-    peak = {dtype: {"dense": value, "source": f"{method}: {mm} ({'torch._int_mm' if dtype == 'int8' else dtype})"}
-            for dtype, value in measured.items()}
+    kernel = {"int8": "torch._int_mm"}
+    peak = {
+        dtype: {"dense": value, "source": f"{method}: {mm} ({kernel.get(dtype, dtype)})"}
+        for dtype, value in measured.items()
+    }
     peak["f32"] = {"dense": f32, "source": f"{method}: {mm} (f32)"}
     peak["tf32"] = {"dense": f32, "source": f"{method}: CPUs have no TF32; the f32 matmul figure"}
     peak["f16"] = {
         "dense": f32,
-        "source": f"{method}: the f32 figure, since CPUs without AVX512-FP16 compute f16 in f32 (torch's own f16 "
-        f"CPU matmul reached {f16_torch / 1e9:.2f} GFLOP/s, a library limit, not the hardware's)",
+        "source": f"{method}: the f32 figure, since CPUs without AVX512-FP16 compute f16 in f32 (torch's "
+        f"own f16 CPU matmul reached {f16_torch / 1e9:.2f} GFLOP/s, a library limit, not the hardware's)",
     }
     bandwidth = copy_bandwidth()
     vcpus = os.cpu_count() or 1
@@ -116,14 +124,15 @@ def host_entry() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="print the measured entry, do not write the table")
+    parser.add_argument("--dry-run", action="store_true", help="print the entry, do not write the table")
     parser.add_argument("--table", type=Path, default=HARDWARE_JSON, help="hardware.json to update")
     args = parser.parse_args(argv)
     entry = host_entry()
     print(json.dumps(entry, indent=2))
     if not args.dry_run:
         table = read_table(args.table)
-        table["devices"] = {"host-cpu": entry} | {k: v for k, v in table["devices"].items() if k != "host-cpu"}
+        others = {k: v for k, v in table["devices"].items() if k != "host-cpu"}
+        table["devices"] = {"host-cpu": entry} | others
         args.table.write_text(json.dumps(table, indent=2) + "\n")
         print(f"wrote host-cpu to {args.table}")
     return 0

@@ -62,8 +62,8 @@ def load_hardware(name: str) -> Hardware:
     """The device `name`; an unknown name is a one-line error listing close matches and all ids."""
     devices = _devices()
     if name not in devices:
-        close = difflib.get_close_matches(name, list(devices), n=3, cutoff=0.4)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        close = difflib.get_close_matches(name, list(devices), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EffcError(f"unknown hardware target '{name}'{hint} (known: {', '.join(devices)})")
     return _hardware(name)
 
