@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, TARGETS
 
@@ -79,10 +80,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra iree-compile flag, e.g. --iree-flag=--iree-opt-level=O2 (repeatable)",
     )
     parser.add_argument(
+        "-O",
+        dest="optimize",
+        action="store_true",
+        help="use the best-known configuration for the target (attention form and IREE flags; see bench/perf/NOTES.md)",
+    )
+    parser.add_argument(
         "--trust-pickle",
         action="store_true",
         help="allow loading a pickled torch.save(model) file (runs code from the file)",
     )
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`compile_model` keyword arguments from the shared model flags; explicit flags refine `-O`."""
+    from effc.compiler.iree_backend import check_target
+    from effc.compiler.optimize import best_known
+
+    check_target(args.target)
+    base = best_known(args.target) if args.optimize else {}
+    return {
+        "inputs": tuple(args.input),
+        "target": args.target,
+        "cuda_arch": args.cuda_arch,
+        "attention": args.attention if args.attention != "auto" else base.get("attention", "auto"),
+        "iree_flags": (*base.get("iree_flags", ()), *args.iree_flag),
+        "trust_pickle": args.trust_pickle,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,23 +114,16 @@ def run(args: argparse.Namespace) -> int:
 
     from effc.compiler.api import compile_model
     from effc.compiler.fileio import write_atomic
-    from effc.compiler.iree_backend import check_target
 
-    check_target(args.target)
     compiled = compile_model(
         args.model,
-        inputs=tuple(args.input),
         pipeline=args.pass_pipeline,
-        target=args.target,
-        cuda_arch=args.cuda_arch,
-        attention=args.attention,
         emit=args.emit,
-        iree_flags=tuple(args.iree_flag),
         save_temps=args.save_temps,
-        trust_pickle=args.trust_pickle,
         progress=True,
         print_ir_after_all=args.mlir_print_ir_after_all,
         print_ir_after_change=args.mlir_print_ir_after_change,
+        **model_options(args),
     )
     suffix = ".vmfb" if args.emit == "vmfb" else ".mlir"
     output = Path(args.output or f"{compiled.name}{suffix}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from effc.compiler.compile_cmd import add_model_arguments
+from effc.compiler.compile_cmd import add_model_arguments, model_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,17 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise EffcError(f"--repeats must be at least 1, got {args.repeats}")
-    compiled = compile_model(
-        args.model,
-        inputs=tuple(args.input),
-        pipeline=args.pass_pipeline,
-        target=args.target,
-        cuda_arch=args.cuda_arch,
-        attention=args.attention,
-        iree_flags=tuple(args.iree_flag),
-        trust_pickle=args.trust_pickle,
-        progress=True,
-    )
+    compiled = compile_model(args.model, pipeline=args.pass_pipeline, progress=True, **model_options(args))
     with Stages().stage("benchmark effc, torch eager and torch.compile"):
         result = benchmark_compiled(compiled, repeats=args.repeats, with_compile=not args.no_torch_compile)
     table = Table(title=f"{compiled.name} on {result['machine']['cpu']} ({args.target})")

@@ -1,0 +1,189 @@
+"""Issue 8's performance set: effc against torch eager and torch.compile, in one run on one machine.
+
+For each workload: effc's module timed by iree-benchmark-module (median of repeats, warm-up excluded),
+torch eager and torch.compile timed in their own processes (median of repeats after warm-up), each
+with its process's peak resident memory (ru_maxrss). Results: bench/perf/results/<machine>.json and
+.md, with the machine named.
+
+    python -m effc.bench.perf.run [--workloads attention-block,minilm] [--repeats 10] [--configs default,O]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from effc.bench.perf.workloads import WORKLOADS
+from effc.compiler.fileio import write_atomic
+from effc.compiler.progress import Stages
+from effc.runtime.benchmark import machine_description, time_torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def torch_child(workload: str, mode: str, repeats: int) -> None:
+    """Child process: build the workload, time it in eager or torch.compile mode, print JSON."""
+    module, inputs = WORKLOADS[workload].build()
+    fn = torch.compile(module) if mode == "compile" else module
+    start = time.perf_counter()
+    with torch.no_grad():
+        fn(*inputs)
+    first_call_s = time.perf_counter() - start
+    median_s = time_torch(fn, inputs, repeats=repeats)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"median_ms": median_s * 1e3, "first_call_s": first_call_s, "peak_rss_mb": peak_mb}))
+
+
+def measure_torch(workload: str, mode: str, repeats: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "effc.bench.perf.run",
+            "--child",
+            mode,
+            "--workloads",
+            workload,
+            "--repeats",
+            str(repeats),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_iree(vmfb: Path, inputs: list[np.ndarray], repeats: int, device: str) -> dict[str, float]:
+    """iree-benchmark-module median, and its peak RSS from wait4's rusage for that one child."""
+    from iree.runtime.benchmark import benchmark_exe
+
+    with tempfile.TemporaryDirectory(prefix="effc-perf-") as tmp:
+        flags = []
+        for i, array in enumerate(inputs):
+            np.save(Path(tmp) / f"in{i}.npy", array)
+            flags.append(f"--input=@{Path(tmp) / f'in{i}.npy'}")
+        report = Path(tmp) / "out.json"
+        proc = subprocess.Popen(
+            [
+                benchmark_exe(),
+                f"--module={vmfb}",
+                f"--device={device}",
+                "--function=main",
+                *flags,
+                f"--benchmark_repetitions={repeats}",
+                "--benchmark_out_format=json",
+                f"--benchmark_out={report}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"iree-benchmark-module failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
+            )
+        rows = json.loads(report.read_text())["benchmarks"]
+    runs = [
+        float(r["real_time"]) * {"ns": 1e-6, "us": 1e-3, "ms": 1.0}[r["time_unit"]]
+        for r in rows
+        if r["run_type"] == "iteration"
+    ]
+    return {"median_ms": statistics.median(runs), "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def run(workloads: list[str], configs: list[str], repeats: int) -> list[dict[str, Any]]:
+    from effc.compiler.api import compile_model
+    from effc.compiler.optimize import best_known
+
+    rows = []
+    stages = Stages()
+    for key in workloads:
+        with stages.stage(f"{key}: torch eager"):
+            eager = measure_torch(key, "eager", repeats)
+        with stages.stage(f"{key}: torch.compile"):
+            compiled_torch = measure_torch(key, "compile", repeats)
+        module, inputs = WORKLOADS[key].build()
+        for config in configs:
+            options = best_known("llvm-cpu") if config == "O" else {}
+            with stages.stage(f"{key}: effc compile ({config})"):
+                compiled = compile_model(module, inputs, target="llvm-cpu", **options)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "m.vmfb"
+                path.write_bytes(compiled.vmfb or b"")
+                with stages.stage(f"{key}: effc run ({config})"):
+                    effc = measure_iree(path, compiled.numpy_inputs(), repeats, "local-task")
+            rows.append(
+                {
+                    "workload": key,
+                    "description": WORKLOADS[key].name,
+                    "config": config,
+                    "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+                    "effc": effc,
+                    "eager": eager,
+                    "torch_compile": compiled_torch,
+                    "speedup_vs_eager": eager["median_ms"] / effc["median_ms"],
+                    "speedup_vs_torch_compile": compiled_torch["median_ms"] / effc["median_ms"],
+                    "max_relative_error": max(compiled.compare()),
+                }
+            )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> str:
+    lines = [
+        f"# effc performance set on {machine['cpu']} ({machine['cores']} cores), {when}",
+        "",
+        "Median ms per call (repeats after warm-up; inputs random). Peak = the process's max RSS.",
+        "Speedup > 1 means effc is faster.",
+        "",
+        "| workload | effc config | effc ms | eager ms | torch.compile ms | vs eager | vs torch.compile "
+        "| effc peak MB | eager peak MB | compile peak MB | max rel err |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        e, g, c = r["effc"], r["eager"], r["torch_compile"]
+        lines.append(
+            f"| {r['description']} | {r['config']} | {e['median_ms']:.2f} | {g['median_ms']:.2f} | {c['median_ms']:.2f} "
+            f"| {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x | {e['peak_rss_mb']:.0f} "
+            f"| {g['peak_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} | {r['max_relative_error']:.1e} |"
+        )
+    return "\n".join([*lines, "", f"Machine: `{json.dumps(machine)}`", ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--configs", default="default,O", help="effc configurations: default, O (compile -O)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--child", choices=("eager", "compile"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        torch_child(args.workloads, args.child, args.repeats)
+        return
+    rows = run(args.workloads.split(","), args.configs.split(","), args.repeats)
+    machine = machine_description()
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    RESULTS.mkdir(exist_ok=True)
+    stem = "cpu-" + "".join(ch if ch.isalnum() else "-" for ch in str(machine["cpu"])).strip("-").lower()
+    write_atomic(RESULTS / f"{stem}.json", json.dumps({"measured": when, "machine": machine, "rows": rows}, indent=2))
+    write_atomic(RESULTS / f"{stem}.md", markdown(rows, machine, when))
+    print(markdown(rows, machine, when))
+
+
+if __name__ == "__main__":
+    main()
