@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     from effc.compiler.fileio import write_atomic
     from effc.runtime.read import ReadConfig, attach
     from effc.runtime.read_task import load_task, read_config_fields
@@ -110,13 +112,14 @@ def _train(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{name} {len(split)}" for name, split in task.splits.items())
     _say(f"task {task.name}: {sizes} examples ({task.dropped} rows dropped: excluded labels or duplicates)")
     backbone_model, tokenizer = load_encoder(args.model)
+    torch.manual_seed(task.seed)  # the side network's initial weights
     model = attach(backbone_model, ReadConfig(**read_config_fields(task)))
     model.print_trainable_parameters()
     target = args.target or default_target()
     backbone = compile_backbone(backbone_model, batch_size=task.batch_size, max_length=task.max_length, target=target)
     _say(f"compiled the backbone with {model.config.num_layers} layer taps for {target}")
     data = tokenize(task, tokenizer)
-    energy = EnergyLog(on_gpu=torch_has_cuda())
+    energy = EnergyLog(on_gpu=torch.cuda.is_available())
     if args.cache_states:
         with StateCache(backbone, data, energy) as cache:
             _say(f"cached backbone states: {cache.nbytes / 1e6:.0f} MB in {cache.build_seconds:.1f} s")
@@ -138,12 +141,6 @@ def _train(args: argparse.Namespace) -> int:
         )
     _say(f"wrote {out / 'read_model.safetensors'}, {out / 'read_config.json'} and {out / 'train_report.json'}")
     return 0
-
-
-def torch_has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _merge(args: argparse.Namespace) -> int:

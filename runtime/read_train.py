@@ -58,11 +58,15 @@ def import_tapped(backbone: nn.Module, example: tuple[torch.Tensor, torch.Tensor
 class CompiledBackbone:
     """The tapped backbone compiled by IREE for fixed (batch, tokens); smaller batches are padded."""
 
-    def __init__(self, vmfb: bytes, target: str, batch_size: int, max_length: int) -> None:
+    def __init__(self, vmfb: bytes | Path, target: str, batch_size: int, max_length: int) -> None:
         import iree.runtime as rt
 
         self.target, self.batch_size, self.max_length = target, batch_size, max_length
-        self._module = rt.load_vm_flatbuffer(vmfb, driver=RUNTIME_DEVICE[target])
+        driver = RUNTIME_DEVICE[target]
+        if isinstance(vmfb, Path):  # mapped, not copied
+            self._module = rt.load_vm_flatbuffer_file(str(vmfb), driver=driver)
+        else:
+            self._module = rt.load_vm_flatbuffer(vmfb, driver=driver)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(final (B, T, d), layer outputs (L, B, T, d)) as float32 arrays."""
@@ -77,14 +81,20 @@ class CompiledBackbone:
         return arrays[0], np.stack(arrays[1:])
 
 
+def backbone_vmfb(backbone: nn.Module, *, batch_size: int, max_length: int, target: str) -> bytes:
+    """The frozen encoder compiled with every layer's output as an extra result."""
+    ids = torch.zeros(batch_size, max_length, dtype=torch.int64)
+    imported = import_tapped(backbone, (ids, torch.ones_like(ids)), check_target(target))
+    return compile_mlir(str(imported.module), target=target)
+
+
 def compile_backbone(
     backbone: nn.Module, *, batch_size: int, max_length: int, target: str | None = None
 ) -> CompiledBackbone:
-    """Compile the frozen encoder with every layer's output as an extra result."""
-    target = check_target(target or default_target())
-    ids = torch.zeros(batch_size, max_length, dtype=torch.int64)
-    imported = import_tapped(backbone, (ids, torch.ones_like(ids)), target)
-    return CompiledBackbone(compile_mlir(str(imported.module), target=target), target, batch_size, max_length)
+    """`backbone_vmfb`, loaded and ready to call."""
+    target = target or default_target()
+    vmfb = backbone_vmfb(backbone, batch_size=batch_size, max_length=max_length, target=target)
+    return CompiledBackbone(vmfb, target, batch_size, max_length)
 
 
 @dataclass(frozen=True)
@@ -112,12 +122,16 @@ def tokenize(task: Task, tokenizer: Any) -> dict[str, Tokens]:
 
 
 class EnergyLog:
-    """Energy over the training phases only: a counter if readable (polled per step), else modeled."""
+    """Energy of the training phases only: a hardware counter if readable (polled every step), else modeled.
+
+    The CPU model charges this process's CPU time (all threads, IREE's included) at the host's TDP
+    per core, so other processes sharing the machine do not inflate it; a GPU is charged its TDP over
+    wall time.
+    """
 
     def __init__(self, on_gpu: bool) -> None:
         self.on_gpu = on_gpu
-        self.joules = 0.0
-        self.seconds = 0.0
+        self.joules = self.seconds = self.cpu_seconds = 0.0
         try:
             self.meter: Any = open_meter("gpu" if on_gpu else "cpu")
             self.why_modeled = ""
@@ -126,7 +140,7 @@ class EnergyLog:
         self._last: float | None = None
 
     def start(self) -> None:
-        self._start_s = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
         self._last = self.meter.read_j() if self.meter else None
 
     def poll(self) -> None:
@@ -139,16 +153,25 @@ class EnergyLog:
     def stop(self) -> None:
         self.poll()
         self._last = None
-        self.seconds += time.perf_counter() - self._start_s
+        self.seconds += time.perf_counter() - self._start[0]
+        self.cpu_seconds += time.process_time() - self._start[1]
 
     def result(self) -> Measurement:
         if self.meter is not None:
             return Measurement(self.joules, self.seconds, self.meter.source, self.meter.device)
         from effc.passes.hardware import load_hardware
 
-        hardware = load_hardware(gpu_hardware_id() if self.on_gpu else "host-cpu")
-        note = f"no counter ({self.why_modeled}); {hardware.tdp_w:g} W TDP of {hardware.name} x training time"
-        return modeled(self.seconds, hardware.tdp_w, hardware.name, note)
+        if self.on_gpu:
+            gpu = load_hardware(gpu_hardware_id())
+            note = f"no counter ({self.why_modeled}); {gpu.tdp_w:g} W TDP x {self.seconds:.1f} s wall time"
+            return modeled(self.seconds, gpu.tdp_w, gpu.name, note)
+        host = load_hardware("host-cpu")
+        per_core = host.tdp_w / (os.cpu_count() or 1)
+        note = (
+            f"no counter ({self.why_modeled}); {self.cpu_seconds:.1f} s of process CPU time x "
+            f"{per_core:g} W TDP per core of {host.name}"
+        )
+        return modeled(self.seconds, self.cpu_seconds * per_core / max(self.seconds, 1e-9), host.name, note)
 
 
 def gpu_hardware_id() -> str:
@@ -357,7 +380,6 @@ def train(
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     energy = energy or EnergyLog(on_gpu=device.startswith("cuda"))
-    torch.manual_seed(task.seed)
     head = model.read.to(device).train()
 
     def features(split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -158,7 +158,8 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
     for r in rows:
         e, g, c = r["effc"], r["eager"], r["torch_compile"]
         lines.append(
-            f"| {r['description']} | {r['config']} | {e['median_ms']:.2f} | {g['median_ms']:.2f} | {c['median_ms']:.2f} "
+            f"| {r['description']} | {r['config']} | {e['median_ms']:.2f} | {g['median_ms']:.2f} "
+            f"| {c['median_ms']:.2f} "
             f"| {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x | {e['peak_rss_mb']:.0f} "
             f"| {g['peak_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} | {r['max_relative_error']:.1e} |"
         )
