@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,16 @@ def effc_cli(capsys: pytest.CaptureFixture[str]) -> EffcCli:
         return CliResult(code, captured.out, captured.err)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def pt2_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test MLP saved with torch.export.save, as a user would hand it to `effc compile`."""
+    import torch
+
+    from effc.tests import model_zoo
+
+    model, inputs = model_zoo.mlp()
+    path = tmp_path_factory.mktemp("models") / "mlp.pt2"
+    torch.export.save(torch.export.export(model, inputs), path)
+    return path

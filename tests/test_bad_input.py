@@ -20,14 +20,6 @@ def one_line_error(result: CliResult) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def pt2_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, inputs = model_zoo.mlp()
-    path = tmp_path_factory.mktemp("models") / "mlp.pt2"
-    torch.export.save(torch.export.export(model, inputs), path)
-    return path
-
-
 def test_missing_model_file(effc_cli: EffcCli) -> None:
     line = one_line_error(effc_cli("compile", "nope/model.pt2"))
     assert line == (

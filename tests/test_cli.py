@@ -14,17 +14,9 @@ from effc.tests import model_zoo
 from effc.tests.conftest import EffcCli
 
 
-@pytest.fixture(scope="module")
-def mlp_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, inputs = model_zoo.mlp()
-    path = tmp_path_factory.mktemp("cli") / "mlp.pt2"
-    torch.export.save(torch.export.export(model, inputs), path)
-    return path
-
-
-def test_compile_then_run_writes_npy_outputs(effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path) -> None:
+def test_compile_then_run_writes_npy_outputs(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
     vmfb = tmp_path / "mlp.vmfb"
-    result = effc_cli("compile", str(mlp_pt2), "-o", str(vmfb), "--check")
+    result = effc_cli("compile", str(pt2_file), "-o", str(vmfb), "--check")
     assert result.code == 0, result.err
     assert "check: 1 output(s), max relative error vs torch eager" in result.out
     x = torch.randn(4, 32)
@@ -62,31 +54,31 @@ def test_run_missing_module(effc_cli: EffcCli, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("emit", "marker"), [("torch", "torch.aten.mm"), ("linalg", "linalg.matmul")])
 def test_emit_stops_at_the_requested_stage(
-    effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path, emit: str, marker: str
+    effc_cli: EffcCli, pt2_file: Path, tmp_path: Path, emit: str, marker: str
 ) -> None:
     out = tmp_path / f"mlp.{emit}.mlir"
-    result = effc_cli("compile", str(mlp_pt2), "--emit", emit, "-o", str(out))
+    result = effc_cli("compile", str(pt2_file), "--emit", emit, "-o", str(out))
     assert result.code == 0, result.err
     text = out.read_text()
     assert marker in text or (emit == "linalg" and "linalg.generic" in text)
     assert ("torch.aten" in text) == (emit == "torch")
 
 
-def test_linalg_output_compiles_and_runs(mlp_pt2: Path, tmp_path: Path) -> None:
+def test_linalg_output_compiles_and_runs(pt2_file: Path, tmp_path: Path) -> None:
     """IR that effc lowered to linalg goes to IREE as well as torch-dialect IR does."""
     import effc
     from effc.compiler.iree_backend import compile_mlir
     from effc.runtime.runner import run_vmfb
 
-    compiled = effc.compile(str(mlp_pt2), emit="linalg")
+    compiled = effc.compile(str(pt2_file), emit="linalg")
     vmfb = compile_mlir(compiled.mlir, target="llvm-cpu")
     (out,) = run_vmfb(vmfb, compiled.numpy_inputs())
     assert relative_error(out, compiled.reference_outputs()[0]) <= 1e-4
 
 
-def test_bench_prints_ratios_and_saves_json(effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path) -> None:
+def test_bench_prints_ratios_and_saves_json(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = effc_cli("bench", str(mlp_pt2), "--repeats", "3", "-o", str(out))
+    result = effc_cli("bench", str(pt2_file), "--repeats", "3", "-o", str(out))
     assert result.code == 0, result.err
     assert "torch.compile" in result.out and "effc speedup" in result.out
     data = json.loads(out.read_text())
@@ -96,9 +88,9 @@ def test_bench_prints_ratios_and_saves_json(effc_cli: EffcCli, mlp_pt2: Path, tm
     assert data["speedup_vs_torch_compile"] == pytest.approx(data["torch_compile_ms"] / data["effc_ms"])
 
 
-def test_cuda_target_compiles_on_a_machine_without_gpu(effc_cli: EffcCli, mlp_pt2: Path, tmp_path: Path) -> None:
+def test_cuda_target_compiles_on_a_machine_without_gpu(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "mlp-cuda.vmfb"
-    result = effc_cli("compile", str(mlp_pt2), "--target", "cuda", "-o", str(out), "--save-temps", str(tmp_path / "t"))
+    result = effc_cli("compile", str(pt2_file), "--target", "cuda", "-o", str(out), "--save-temps", str(tmp_path / "t"))
     assert result.code == 0, result.err
     assert "--iree-cuda-target=sm_80" in (tmp_path / "t" / "iree-compile.sh").read_text()
     assert out.stat().st_size > 0
