@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "effc.passes.carbon_cmd",
     "effc.runtime.read_cmd",
     "effc.search.search_cmd",
+    "effc.passes.chai_cmd",
 )
 
 

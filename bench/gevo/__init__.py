@@ -1,0 +1,1 @@
+"""effc.bench.gevo: the GEVO-ML search benchmark."""
