@@ -92,15 +92,14 @@ class SideNetwork(nn.Module):
         super().__init__()
         self.aggregation = aggregation
         self.norm = nn.LayerNorm(width)
-        self.rnn = nn.GRU(width, hidden_size, batch_first=True)
+        self.rnn = nn.GRU(width, hidden_size)  # time-major: the time axis is depth
         self.out = nn.Linear(hidden_size, width)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """(L, B, T, d) layer outputs → (B, T, d); every token position is one length-L sequence."""
         layers, batch, tokens, width = states.shape
-        steps = self.norm(states).permute(1, 2, 0, 3).reshape(batch * tokens, layers, width)
-        outputs, _ = self.rnn(steps)
-        summary = outputs.mean(dim=1) if self.aggregation == "mean" else outputs[:, -1]
+        outputs, _ = self.rnn(self.norm(states.reshape(layers, batch * tokens, width)))
+        summary = outputs.mean(dim=0) if self.aggregation == "mean" else outputs[-1]
         return self.out(summary).reshape(batch, tokens, width)
 
 

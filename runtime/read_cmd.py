@@ -75,6 +75,8 @@ def load_encoder(spec: str) -> tuple[Any, Any]:
     from effc.compiler.errors import EffcError
     from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory
 
+    if spec in BUNDLED and BUNDLED[spec].gguf_file:
+        raise EffcError(f"READ needs an encoder with a tokenizer; bundled '{spec}' is a causal LM")
     path = bundled_model_dir(BUNDLED[spec]) if spec in BUNDLED else Path(spec)
     if not (path / "config.json").is_file():
         raise EffcError(

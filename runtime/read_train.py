@@ -1,11 +1,17 @@
 """READ training on a compiled backbone, cached backbone states, and the merged inference module.
 
 The backbone never runs under autograd: `compile_backbone` imports it, applies `effc-read-taps` and
-compiles it with IREE, so each training step is one IREE call (final state + every layer's output)
-followed by a PyTorch step of the side network and head only. With `cache_states` the backbone runs
-once per split and its outputs go to a file (row layout tokens x (1 + L) x d, so a batch trimmed to
-its longest sentence is one contiguous read per example); the epochs then read that file instead.
-`merge` links the tapped backbone and the exported `ReadHead` into one MLIR module and compiles it.
+compiles it with IREE, so each training step is one IREE call (final state + every layer's output,
+`LiveStates`) followed by a PyTorch step of the side network and head only. A `StateCache` runs the
+backbone once per split instead and writes its outputs to files (row layout tokens x (1 + L) x d, so a
+batch trimmed to its longest sentence is one contiguous read per example); every epoch then reads
+them. `fit` is the training loop both use (and the baselines of bench/read). `merge` links the tapped
+backbone and the exported `ReadHead` into one MLIR module and compiles it.
+
+    backbone = compile_backbone(encoder, batch_size=32, max_length=64)
+    data = tokenize(task, tokenizer)
+    with StateCache(backbone, data) as states:
+        report = train(model, task, data, states)
 """
 
 from __future__ import annotations
@@ -46,12 +52,13 @@ def default_target() -> str:
 
 def import_tapped(backbone: nn.Module, example: tuple[torch.Tensor, torch.Tensor], target: str) -> ImportedModel:
     """The encoder as torch-dialect MLIR returning (final state, layer 1..L outputs)."""
-    from effc.passes import run as run_pipeline
+    from effc.passes.read_taps import ReadTapsPass
 
     layers = backbone.config.num_hidden_layers
     loaded = LoadedModel(type(backbone).__name__, module=EncoderWrapper(backbone).eval(), example_inputs=example)
     imported = import_model(loaded, (), attention=resolve_attention("auto", target))
-    run_pipeline(imported.module, f"builtin.module(effc-read-taps{{expect-layers={layers}}})")
+    with imported.context:  # applied directly: a failure is an EffcError naming what was found
+        ReadTapsPass(expect_layers=layers).apply(imported.module.operation)
     return imported
 
 

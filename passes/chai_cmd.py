@@ -1,0 +1,179 @@
+"""`effc chai`: calibrate CHAI cluster plans and report what a plan frees.
+
+    effc chai calibrate smollm2 --data lee_background.cor -o smollm2.chai.json
+    effc chai calibrate minilm --data docs.txt -o minilm.chai.json --layers-k 3=4,5=6
+    effc chai report smollm2.chai.json --context 512 --context 2048
+
+The plan feeds the rewrite: effc compile smollm2 --pass-pipeline='builtin.module(effc-chai{plan=smollm2.chai.json})'.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from effc.compiler.errors import EffcError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "chai",
+        help="CHAI clustered head attention: calibrate cluster plans, report K,V cache savings",
+        description="Calibrate a CHAI plan (which attention heads share scores) for a model, or report a plan's "
+        "K,V cache savings. Apply a plan with the effc-chai pass.",
+    )
+    commands = parser.add_subparsers(dest="chai_command", required=True, parser_class=type(parser))
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="run MODEL on calibration text and write a cluster plan",
+        description="Collect every head's attention probabilities on the calibration text, cluster heads per layer "
+        "(K-means; k at the elbow of the error curve unless overridden) and write a versioned JSON plan.",
+    )
+    calibrate.add_argument(
+        "model", metavar="MODEL", help="bundled model name (minilm, smollm2) or Hugging Face model directory"
+    )
+    calibrate.add_argument("--data", required=True, metavar="FILE", help="calibration text, one document per line")
+    calibrate.add_argument("-o", "--output", default=None, help="plan file (default: MODEL_NAME.chai.json)")
+    calibrate.add_argument(
+        "--layers-k",
+        default="",
+        metavar="L=K,...",
+        help="per-layer overrides: clusters (MHA) or kept KV heads (GQA), e.g. 3=4,5=6",
+    )
+    calibrate.add_argument(
+        "--kv-reduction",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="instead of elbows, cluster the cheapest layers until K+V bytes shrink by FRACTION",
+    )
+    calibrate.add_argument("--documents", type=int, default=64, help="documents used from --data (default: 64)")
+    calibrate.add_argument("--tokens", type=int, default=128, help="tokens per document (default: 128)")
+    calibrate.add_argument(
+        "--seed", type=int, default=0, help="K-means seed; same seed and text, same plan (default: 0)"
+    )
+    calibrate.set_defaults(handler=run_calibrate)
+    report = commands.add_parser(
+        "report",
+        help="print a plan per layer and its K,V cache bytes before and after",
+        description="Print each layer's clusters, representatives and kept KV heads, and the K and V cache bytes "
+        "with and without CHAI for the given context lengths.",
+    )
+    report.add_argument("plan", metavar="PLAN", help="plan JSON from 'effc chai calibrate'")
+    report.add_argument(
+        "--context", type=int, action="append", default=[], help="context length (repeatable; default 2048)"
+    )
+    report.add_argument("--dtype-bytes", type=int, default=4, help="bytes per cache element (default: 4, f32)")
+    report.set_defaults(handler=run_report)
+
+
+def parse_layers_k(text: str) -> dict[int, int]:
+    """`3=4,5=6` -> {3: 4, 5: 6}; anything else is a one-line error."""
+    overrides: dict[int, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        layer, sep, size = part.partition("=")
+        if not sep or not layer.strip().isdigit() or not size.strip().isdigit():
+            raise EffcError(f"--layers-k expects LAYER=K pairs such as 3=4,5=6, got '{part}'")
+        overrides[int(layer)] = int(size)
+    return overrides
+
+
+def load_calibration_model(spec: str) -> tuple[Any, Any, bool, str]:
+    """(HF model, tokenizer, is_causal, name) for a bundled name or an HF directory."""
+    from pathlib import Path
+
+    from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory
+
+    if spec in BUNDLED:
+        bundled = BUNDLED[spec]
+        model, tokenizer, causal = load_hf_directory(bundled_model_dir(bundled), gguf_file=bundled.gguf_file)
+        name = spec
+    elif Path(spec).is_dir():
+        model, tokenizer, causal = load_hf_directory(Path(spec))
+        name = Path(spec).name
+    else:
+        raise EffcError(
+            f"CHAI calibration needs a bundled model ({', '.join(BUNDLED)}) or a Hugging Face directory, got '{spec}'"
+        )
+    if tokenizer is None:
+        raise EffcError(f"model '{spec}' has no tokenizer; calibration tokenizes text")
+    return model, tokenizer, causal, name
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from effc.compiler.fileio import write_atomic
+    from effc.compiler.progress import Stages
+    from effc.passes.chai_calibrate import calibrate, read_documents
+
+    overrides = parse_layers_k(args.layers_k)
+    if args.documents < 1 or args.tokens < 2:
+        raise EffcError(f"--documents must be ≥ 1 and --tokens ≥ 2 (got {args.documents}, {args.tokens})")
+    documents = read_documents(args.data)[: args.documents]
+    stages = Stages(enabled=True)
+    with stages.stage(f"load {args.model}"):
+        model, tokenizer, causal, name = load_calibration_model(args.model)
+    with stages.stage(f"attention on {len(documents)} documents, clustering"):
+        plan = calibrate(
+            model,
+            tokenizer,
+            documents,
+            name=name,
+            causal=causal,
+            tokens=args.tokens,
+            seed=args.seed,
+            overrides=overrides,
+            kv_reduction=args.kv_reduction,
+            data_name=Path(args.data).name,
+        )
+    output = args.output or f"{name}.chai.json"
+    write_atomic(output, plan.to_json())
+    console = Console(highlight=False)
+    _print_plan(console, plan, [2048], 4)
+    console.print(f"plan in {output}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from effc.passes.chai_plan import load_plan
+
+    plan = load_plan(args.plan)
+    if any(c < 1 for c in args.context) or args.dtype_bytes < 1:
+        raise EffcError("--context and --dtype-bytes must be positive")
+    _print_plan(Console(highlight=False), plan, args.context or [2048], args.dtype_bytes)
+    return 0
+
+
+def _print_plan(console: Any, plan: Any, contexts: list[int], dtype_bytes: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"CHAI plan for {plan.model} (fingerprint {plan.fingerprint})")
+    for column in ("layer", "heads", "clusters", "source", "elbow", "kept KV heads", "clusters (representative first)"):
+        table.add_column(column)
+    for lp in plan.layers:
+        groups = " ".join(
+            "{" + ",".join(str(h) for h in sorted(members, key=lambda h, r=rep: (h != r, h))) + "}"
+            for members, rep in zip(lp.clusters, lp.representatives, strict=True)
+        )
+        table.add_row(
+            str(lp.layer),
+            f"{lp.heads}/{lp.kv_heads}kv",
+            str(lp.k),
+            lp.k_source,
+            str(lp.elbow or "-"),
+            f"{len(lp.kept_kv_heads())}/{lp.kv_heads}",
+            groups,
+        )
+    console.print(table)
+    for context in contexts:
+        b = plan.kv_cache_bytes(context, dtype_bytes=dtype_bytes)
+        before, after = b["k_before"] + b["v_before"], b["k_after"] + b["v_after"]
+        console.print(
+            f"context {context}: K cache {b['k_before'] / 2**20:.2f} -> {b['k_after'] / 2**20:.2f} MiB, "
+            f"V cache {b['v_before'] / 2**20:.2f} MiB (kept), K+V {1 - after / before:.1%} smaller"
+        )

@@ -1,0 +1,328 @@
+"""CHAI: plans, calibration, the effc-chai rewrite on both attention forms, and KV-cache decoding.
+
+Numerics run the rewritten module through IREE and compare with PyTorch: with every head its own
+cluster the model must not change; with a real plan it must equal the hand-written clustered
+attention in `chai_reference` (and differ from the original, so the comparison can fail).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from effc.compiler.errors import EffcError
+from effc.compiler.importer import import_model, import_program
+from effc.compiler.iree_backend import compile_mlir
+from effc.compiler.loader import LoadedModel
+from effc.passes.chai import rewrite_module
+from effc.passes.chai_calibrate import calibrate, elbow, random_plan
+from effc.passes.chai_plan import ChaiPlan, LayerPlan, plan_from_json, structure_fingerprint
+from effc.passes.chai_reference import layer_shapes, patched_attention
+from effc.runtime.runner import run_vmfb
+from effc.tests import model_zoo
+
+TOLERANCE = 1e-5
+
+
+def make_plan(model: torch.nn.Module, clusters: tuple[tuple[int, ...], ...], reps: tuple[int, ...]) -> ChaiPlan:
+    shapes = layer_shapes(model)
+    layers = tuple(LayerPlan(i, s.heads, s.kv_heads, clusters, reps) for i, s in enumerate(shapes))
+    return ChaiPlan("test", structure_fingerprint(shapes), layers, shapes[0].head_dim)
+
+
+def compiled_output(
+    model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], plan: ChaiPlan, attention: str, **options: object
+) -> np.ndarray:
+    imported = import_model(LoadedModel("m", module=model, example_inputs=inputs), (), attention=attention)  # type: ignore[arg-type]
+    rewrite_module(imported.module.operation, plan, **options)  # type: ignore[arg-type]
+    return run_vmfb(compile_mlir(str(imported.module), target="llvm-cpu"), [t.numpy() for t in inputs])[0]
+
+
+def max_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+
+def test_plan_json_round_trip_and_cache_bytes() -> None:
+    model, _ = model_zoo.llama_gqa()
+    plan = make_plan(model, ((0, 2), (1, 3)), (0, 1))
+    again = plan_from_json(plan.to_json())
+    assert again == plan
+    assert plan.layers[0].kept_kv_heads() == (0,)
+    assert plan.layers[0].cluster_of_head() == (0, 1, 0, 1)
+    sizes = plan.kv_cache_bytes(context=100)
+    per_head = 100 * 16 * 4
+    assert sizes == {
+        "k_before": 4 * per_head,
+        "v_before": 4 * per_head,
+        "k_after": 2 * per_head,
+        "v_after": 4 * per_head,
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b.update(version=99), "plan version 99 is not supported"),
+        (lambda b: b.update(format="other"), "not an effc CHAI plan"),
+        (
+            lambda b: b["layers"][0].update(clusters=[[0, 2], [1], [9]], representatives=[0, 1, 9]),
+            "layer 0 names head 9, but the layer has 4 heads (0..3)",
+        ),
+        (
+            lambda b: b["layers"][0].update(clusters=[[0, 2], [1]], representatives=[0, 1]),
+            "clusters must cover each head once (missing [3], repeated [])",
+        ),
+        (lambda b: b["layers"][0].update(representatives=[1, 3]), "representative 1 is not in its cluster [0, 2]"),
+        (lambda b: b["layers"][0].pop("heads"), "malformed plan (KeyError: 'heads')"),
+    ],
+)
+def test_bad_plans_fail_with_one_line(edit: object, message: str) -> None:
+    model, _ = model_zoo.llama_gqa()
+    body = json.loads(make_plan(model, ((0, 2), (1, 3)), (0, 1)).to_json())
+    edit(body)  # type: ignore[operator]
+    with pytest.raises(EffcError) as raised:
+        plan_from_json(json.dumps(body))
+    assert message in raised.value.message
+    assert "\n" not in raised.value.message
+
+
+def test_elbow() -> None:
+    assert elbow([1.0, 0.3, 0.2, 0.15, 0.1, 0.0]) == 2
+    assert elbow([1.0, 0.75, 0.5, 0.25, 0.0]) is None  # a straight line has no elbow
+    assert elbow([1.0, 0.0]) is None
+
+
+class _CharTokenizer:
+    """Characters as token ids: enough text-to-ids for calibrating random-weight models."""
+
+    def __call__(self, text: str, return_tensors: str, truncation: bool, max_length: int) -> dict[str, torch.Tensor]:
+        ids = torch.tensor([[ord(c) % (model_zoo.VOCAB - 1) + 1 for c in text[:max_length]]])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+DOCUMENTS = [f"calibration document {i}: the heads attend to the same tokens, or they do not." for i in range(6)]
+
+
+def test_calibration_is_deterministic_under_a_seed() -> None:
+    model, _ = model_zoo.llama()
+    first = calibrate(
+        model, _CharTokenizer(), DOCUMENTS, name="llama", causal=True, tokens=24, seed=3, overrides={1: 2}
+    )
+    second = calibrate(
+        model, _CharTokenizer(), DOCUMENTS, name="llama", causal=True, tokens=24, seed=3, overrides={1: 2}
+    )
+    assert first.to_json() == second.to_json()
+    layer = first.layers[1]
+    assert (layer.k, layer.k_source, layer.curve_unit, len(layer.error_curve)) == (2, "override", "clusters", 4)
+    assert layer.error_curve[0] == pytest.approx(1.0) and layer.error_curve[-1] == pytest.approx(0.0, abs=1e-9)
+    assert all(rep in members for members, rep in zip(layer.clusters, layer.representatives, strict=True))
+    assert first.calibration["seed"] == 3 and first.weights_sha256
+
+
+def test_calibration_meets_a_kv_reduction_target_on_gqa() -> None:
+    model, _ = model_zoo.llama_gqa()
+    plan = calibrate(model, _CharTokenizer(), DOCUMENTS, name="gqa", causal=True, tokens=24, kv_reduction=0.2)
+    sizes = plan.kv_cache_bytes(64)
+    freed = 1 - (sizes["k_after"] + sizes["v_after"]) / (sizes["k_before"] + sizes["v_before"])
+    assert freed >= 0.2
+    for lp in plan.layers:  # GQA: representatives are whole KV groups, so K heads really go
+        assert lp.curve_unit == "kv_heads"
+        assert lp.k == len(lp.kept_kv_heads()) * lp.group
+    baseline = random_plan(plan, seed=1)
+    assert [len(lp.kept_kv_heads()) for lp in baseline.layers] == [len(lp.kept_kv_heads()) for lp in plan.layers]
+
+
+def test_calibration_rejects_bad_overrides() -> None:
+    model, _ = model_zoo.llama()
+    with pytest.raises(EffcError, match=r"--layers-k 0=9: layer 0 allows 1..4 clusters"):
+        calibrate(model, _CharTokenizer(), DOCUMENTS[:2], name="llama", causal=True, tokens=16, overrides={0: 9})
+    with pytest.raises(EffcError, match=r"--layers-k names layer 5, but the model has 2 attention layers"):
+        calibrate(model, _CharTokenizer(), DOCUMENTS[:2], name="llama", causal=True, tokens=16, overrides={5: 1})
+
+
+# --- the rewrite ------------------------------------------------------------------------------
+
+PERMUTED_IDENTITY = (((2,), (0,), (3,), (1,)), (2, 0, 3, 1))
+
+
+@pytest.mark.parametrize(
+    ("zoo", "attention"), [("llama", "fused"), ("llama", "decomposed"), ("bert", "fused"), ("llama_gqa", "decomposed")]
+)
+def test_every_head_its_own_cluster_leaves_the_model_unchanged(zoo: str, attention: str) -> None:
+    model, inputs = getattr(model_zoo, zoo)()
+    with torch.no_grad():
+        expected = model(*inputs).numpy()
+    got = compiled_output(model, inputs, make_plan(model, *PERMUTED_IDENTITY), attention)
+    assert max_error(got, expected) < TOLERANCE
+
+
+MHA_PLAN = (((0, 2), (1,), (3,)), (2, 1, 3))
+GQA_PLAN = (((0, 2), (1, 3)), (0, 1))  # both representatives on KV head 0
+
+
+@pytest.mark.parametrize(
+    ("zoo", "attention", "clusters"),
+    [
+        ("llama", "fused", MHA_PLAN),
+        ("llama", "decomposed", MHA_PLAN),
+        ("bert", "decomposed", MHA_PLAN),
+        ("llama_gqa", "fused", GQA_PLAN),
+    ],
+)
+def test_plan_equals_the_clustered_attention_reference(zoo: str, attention: str, clusters: tuple) -> None:
+    model, inputs = getattr(model_zoo, zoo)()
+    plan = make_plan(model, *clusters)
+    with torch.no_grad():
+        original = model(*inputs).numpy()
+        with patched_attention(model, plan):
+            expected = model(*inputs).numpy()
+    got = compiled_output(model, inputs, plan, attention)
+    assert max_error(got, expected) < TOLERANCE
+    assert max_error(expected, original) > 10 * TOLERANCE  # the plan really changes the model
+
+
+@pytest.mark.parametrize(("mode", "method"), [("online", "chai"), ("static", "meanpool")])
+def test_online_membership_and_meanpool_baseline_equal_the_reference(mode: str, method: str) -> None:
+    model, inputs = model_zoo.llama_gqa()
+    plan = make_plan(model, *GQA_PLAN)
+    with torch.no_grad(), patched_attention(model, plan, mode=mode, method=method):  # type: ignore[arg-type]
+        expected = model(*inputs).numpy()
+    got = compiled_output(model, inputs, plan, "decomposed", mode=mode, method=method)
+    assert max_error(got, expected) < TOLERANCE
+
+
+def test_rewrite_report_says_what_was_freed() -> None:
+    model, inputs = model_zoo.llama_gqa()
+    imported = import_model(LoadedModel("m", module=model, example_inputs=inputs), (), attention="decomposed")
+    report = rewrite_module(imported.module.operation, make_plan(model, *GQA_PLAN))
+    assert report.summary().startswith("2/2 attention layers rewritten (chai, static); QK^T heads 8->4, K heads 4->2")
+    assert all(row["stops"] == {"torch.vtensor.literal": 3} for row in report.layers)  # narrowed to the weights
+
+
+def test_plans_that_do_not_fit_and_models_without_attention_fail_with_one_line() -> None:
+    model, inputs = model_zoo.llama()
+    other, _ = model_zoo.llama_gqa()
+    imported = import_model(LoadedModel("m", module=model, example_inputs=inputs), (), attention="decomposed")
+    gqa_plan = make_plan(other, *GQA_PLAN)
+    with pytest.raises(
+        EffcError, match=r"CHAI plan layer 0 is for 4 heads / 2 KV heads but function 'main' of the module has 4 / 4"
+    ):
+        rewrite_module(imported.module.operation, gqa_plan)
+    one_layer = ChaiPlan("x", "0", make_plan(model, *MHA_PLAN).layers[:1], 16)
+    with pytest.raises(EffcError, match=r"has 1 attention layers but function 'main' of the module has 2"):
+        rewrite_module(imported.module.operation, one_layer)
+    wrong_print = ChaiPlan("x", "0123456789abcdef", make_plan(model, *MHA_PLAN).layers, 16)
+    with pytest.raises(EffcError, match=r"CHAI plan fingerprint 0123456789abcdef \(model 'x'\) does not match"):
+        rewrite_module(imported.module.operation, wrong_print)
+    mlp, mlp_inputs = model_zoo.mlp()
+    plain = import_model(LoadedModel("mlp", module=mlp, example_inputs=mlp_inputs), (), attention="decomposed")
+    with pytest.raises(EffcError, match=r"the module has no attention"):
+        rewrite_module(plain.module.operation, one_layer)
+
+
+def test_pass_pipeline_option_round_trip(tmp_path: Path) -> None:
+    from effc.passes import parse_pipeline
+
+    model, _ = model_zoo.llama()
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(make_plan(model, *MHA_PLAN).to_json())
+    pipeline = parse_pipeline(f"builtin.module(effc-chai{{plan={plan_file} mode=online online-tokens=7}})")
+    assert "online-tokens=7" in str(pipeline)
+
+
+# --- decoding with a KV cache -----------------------------------------------------------------
+
+
+def test_compiled_decoder_keeps_k_only_for_representatives() -> None:
+    from effc.passes.chai_decode import DecodeStep, Prefill, generate
+
+    wrapper, inputs = model_zoo.llama_gqa()
+    model = wrapper.model
+    plan = make_plan(wrapper, *GQA_PLAN)
+    prompt = inputs[0][:, :8]
+    length = 16
+    shapes = layer_shapes(wrapper)
+    caches = [torch.zeros(1, shapes[0].kv_heads, length, shapes[0].head_dim) for _ in range(2 * len(shapes))]
+    functions = []
+    for module, example in (
+        (Prefill(model).eval(), (prompt,)),
+        (DecodeStep(model).eval(), (prompt[:, :1], torch.tensor([8]), *caches)),
+    ):
+        program = torch.export.export(module, example, strict=False)
+        mlir, _ = import_program(program, attention="decomposed")
+        report = rewrite_module(mlir.operation, plan)
+        functions.append((compile_mlir(str(mlir), target="llvm-cpu"), report))
+    (prefill, prefill_report), (step, step_report) = functions
+    assert "main: result 1 !torch.vtensor<[1,2,8,16],f32> -> !torch.vtensor<[1,1,8,16],f32>" in prefill_report.io
+    assert "main: argument 2 !torch.vtensor<[1,2,16,16],f32> -> !torch.vtensor<[1,1,16,16],f32>" in step_report.io
+    assert not any("argument 4" in line for line in step_report.io)  # V caches keep every head
+    tokens = generate(
+        lambda ids: run_vmfb(prefill, [ids]),
+        lambda args: run_vmfb(step, args),
+        prompt.numpy(),
+        new_tokens=8,
+        length=length,
+    )
+    with torch.no_grad(), patched_attention(model, plan):
+        full = torch.tensor(prompt.tolist()[0] + tokens[:-1]).unsqueeze(0)
+        expected = model(input_ids=full, use_cache=False).logits[0, 7:].argmax(-1).tolist()
+    assert tokens == expected
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def test_cli_calibrate_and_report(tmp_path: Path, effc_cli: object) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from effc.passes.chai_plan import load_plan
+
+    wrapper, _ = model_zoo.llama_gqa()
+    directory = tmp_path / "tiny-llama"
+    wrapper.model.save_pretrained(directory)
+    words = sorted({w for document in DOCUMENTS for w in document.split()})
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]").save_pretrained(directory)
+    data = tmp_path / "calibration.txt"
+    data.write_text("\n".join(DOCUMENTS))
+    plan_file = tmp_path / "plan.json"
+
+    result = effc_cli("chai", "calibrate", str(directory), "--data", str(data), "-o", str(plan_file), "--layers-k", "1=1")  # type: ignore[operator]
+    assert result.code == 0, result.err
+    plan = load_plan(plan_file)
+    assert (plan.layers[1].k_source, plan.layers[1].kept_kv_heads()) == ("override", plan.layers[1].kept_kv_heads()[:1])
+    assert plan.calibration["documents"] == len(DOCUMENTS)
+    report = effc_cli("chai", "report", str(plan_file), "--context", "1024")  # type: ignore[operator]
+    assert report.code == 0 and "context 1024: K cache" in report.out
+
+    bad = effc_cli("chai", "calibrate", str(directory), "--data", str(data), "--layers-k", "1:1")  # type: ignore[operator]
+    assert (bad.code, bad.err) == (1, "effc: error: --layers-k expects LAYER=K pairs such as 3=4,5=6, got '1:1'\n")
+    missing = effc_cli("chai", "report", str(tmp_path / "none.json"))  # type: ignore[operator]
+    assert missing.code == 1 and missing.err.startswith("effc: error: cannot read CHAI plan")
+
+
+def test_padding_mask_is_respected() -> None:
+    from effc.compiler.models import EncoderWrapper
+
+    wrapper, (ids,) = model_zoo.bert()
+    encoder = EncoderWrapper(wrapper.model).eval()
+    mask = torch.ones_like(ids)
+    mask[:, 11:] = 0  # padding: the last keys must be ignored by every head
+    inputs = (ids, mask)
+    plan = make_plan(wrapper, *MHA_PLAN)
+    with torch.no_grad():
+        original = encoder(*inputs).numpy()
+        with patched_attention(wrapper.model, None):
+            assert max_error(encoder(*inputs).numpy(), original) < TOLERANCE
+        with patched_attention(wrapper.model, plan):
+            expected = encoder(*inputs).numpy()
+    assert max_error(compiled_output(encoder, inputs, plan, "decomposed"), expected) < TOLERANCE
