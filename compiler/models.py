@@ -87,7 +87,13 @@ class CausalLMWrapper(torch.nn.Module):
 def wrap_hf_model(
     model: torch.nn.Module, tokenizer: Any, is_causal: bool, sequence_length: int = DEFAULT_SEQUENCE_LENGTH
 ) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
-    """Wrap an HF model and build example inputs from real text (or token ids 1..n without a tokenizer)."""
+    """Wrap an HF model and build example inputs from real text (or token ids 1..n without a tokenizer).
+
+    The sequence is capped at the model's position-embedding table, so small models still trace.
+    """
+    max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(max_positions, int):
+        sequence_length = min(sequence_length, max_positions)
     if tokenizer is not None:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -94,3 +94,16 @@ def test_cuda_target_compiles_on_a_machine_without_gpu(effc_cli: EffcCli, pt2_fi
     assert result.code == 0, result.err
     assert "--iree-cuda-target=sm_80" in (tmp_path / "t" / "iree-compile.sh").read_text()
     assert out.stat().st_size > 0
+
+
+def test_hugging_face_directory(effc_cli: EffcCli, tmp_path: Path) -> None:
+    """A save_pretrained folder compiles as an encoder (last hidden state); example tokens fit its 64 positions."""
+    model, _ = model_zoo.bert()
+    directory = tmp_path / "tiny-bert"
+    model.model.save_pretrained(directory)
+    out = tmp_path / "bert.vmfb"
+    result = effc_cli("compile", str(directory), "-o", str(out), "--check", "--json", str(tmp_path / "s.json"))
+    assert result.code == 0, result.err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["inputs"] == ["1x64xint64", "1x64xint64"]
+    assert max(summary["relative_error_vs_torch"]) <= 1e-4
