@@ -48,6 +48,7 @@ def machine_description() -> dict[str, object]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews timings
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
