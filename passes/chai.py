@@ -68,6 +68,10 @@ class Site:
     k: ir.Value | None
     scale: float | None
     probs: ir.Value | None = None
+    # matmul form: the probabilities-times-V matmul, V as [B, H, Tk, dv] and the output as [B, H, Tq, dv]
+    pv: ir.Operation | None = None
+    values: ir.Value | None = None
+    output: ir.Value | None = None
 
 
 def _rank(value: ir.Value) -> int:
@@ -211,7 +215,28 @@ def _matmul_site(bmm: ir.Operation, function: str) -> Site | None:
         k = None
     shape = LayerShape(heads, _kv_heads(k, heads) if k is not None else heads, head_dim)
     scale = factor * q_scale * k_scale
-    return Site("matmul", consumer, function, shape, q, k, scale, probs=value)
+    values, output = _values_and_output(bmm, heads)
+    return Site("matmul", consumer, function, shape, q, k, scale, probs=value, pv=bmm, values=values, output=output)
+
+
+def _values_and_output(pv: ir.Operation, heads: int) -> tuple[ir.Value | None, ir.Value | None]:
+    """V as [B, H, Tk, dv] behind the P-times-V matmul's flattening views, and its output as [B, H, Tq, dv]."""
+    values = pv.operands[1]
+    while (op := producer(values)) is not None and (
+        (op.name in VIEW_OPS and _rank(values) == 3 and _rank(op.operands[0]) == 4)
+        or (
+            op.name in ("torch.aten.expand", "torch.aten.broadcast_to") and str(op.operands[0].type) == str(values.type)
+        )
+    ):
+        values = op.operands[0]
+    output = pv.result
+    users = list(output.uses)
+    if _rank(output) == 3 and len(users) == 1 and users[0].owner.operation.name in VIEW_OPS:
+        output = users[0].owner.operation.result
+    vt, ot = tensor_type(values), tensor_type(output)
+    if vt is None or ot is None or len(vt.shape) != 4 or len(ot.shape) != 4 or heads not in (vt.shape[1], ot.shape[1]):
+        return None, None
+    return (values, output) if vt.shape[1] == heads == ot.shape[1] else (None, None)
 
 
 def _sdpa_site(op: ir.Operation, function: str) -> Site | None:
@@ -365,11 +390,64 @@ class _Rewriter:
 
     def _static_matmul(self, site: Site, lp: LayerPlan, b: Builder) -> Narrower:
         assert site.probs is not None
+        if _prefer_grouped(site):
+            return self._grouped_matmul(site, lp)
         narrower = Narrower(b)
         shared = narrower.narrow(site.probs, Layout(1, lp.heads), HeadMap.select(lp.representatives, lp.heads))
         shared = b.index_select(shared, 1, lp.cluster_of_head())
         site.anchor.replace_uses_of_with(site.probs, shared)
         return narrower
+
+    def _grouped_matmul(self, site: Site, lp: LayerPlan) -> Narrower:
+        """Per cluster size m: P of the representatives times V of each cluster's m members side by side."""
+        assert site.probs is not None and site.values is not None and site.output is not None and site.pv is not None
+        b = Builder(site.pv)
+        classes, order = _cluster_order(lp)
+        reps = [lp.representatives[c] for _, cs in classes for c in cs]
+        narrower = Narrower(b)
+        probs = narrower.narrow(site.probs, Layout(1, lp.heads), HeadMap.select(reps, lp.heads))
+        values = narrower.narrow(site.values, Layout(1, lp.heads), HeadMap.select(order, lp.heads))
+
+        def attend(count: int, start: int, size: int) -> ir.Value:
+            pt, vt = tensor_type(probs), tensor_type(values)
+            assert pt is not None and vt is not None
+            head_at = sum(len(cs) * m for m, cs in classes if m < size)  # classes ascend by size
+            v_c = _side_by_side(b, b.slice(values, 1, head_at, head_at + count * size), count, size)
+            out_type = TensorType((pt.shape[0], count, pt.shape[2], size * vt.shape[3]), vt.dtype)
+            return b.matmul(b.slice(probs, 1, start, start + count), v_c, out_type)
+
+        self._join_classes(b, lp, classes, order, attend, site.output)
+        return narrower
+
+    def _join_classes(
+        self,
+        b: Builder,
+        lp: LayerPlan,
+        classes: list[tuple[int, list[int]]],
+        order: list[int],
+        attend: Any,
+        output: ir.Value,
+    ) -> None:
+        """Run `attend(clusters, first representative, size)` per size class, split each result back per
+        head, restore the original head order and let it replace `output`."""
+        ot = tensor_type(output)
+        assert ot is not None
+        batch, _, tq, dv = ot.shape
+        outputs, rep_at = [], 0
+        for size, clusters in classes:
+            n = len(clusters)
+            out = attend(n, rep_at, size)
+            if size > 1:
+                out = b.view(
+                    b.permute(b.view(out, [batch, n, tq, size, dv]), [0, 1, 3, 2, 4]), [batch, n * size, tq, dv]
+                )
+            outputs.append(out)
+            rep_at += n
+        joined = outputs[0] if len(outputs) == 1 else b.cat(outputs, 1)
+        restore = [order.index(h) for h in range(lp.heads)]
+        if restore != list(range(lp.heads)):
+            joined = b.index_select(joined, 1, restore)
+        output.replace_all_uses_with(joined)
 
     def _static_sdpa(self, site: Site, lp: LayerPlan, b: Builder) -> Narrower:
         op = site.anchor
@@ -389,34 +467,17 @@ class _Rewriter:
             mask_r = narrower.narrow(mask, Layout(1, lp.heads), HeadMap.select(reps, lp.heads))
         qt, vt = tensor_type(q_r), tensor_type(v_o)
         assert qt is not None and vt is not None
-        batch, _, tq, _ = qt.shape
-        tk, dv = vt.shape[2], vt.shape[3]
-        outputs, rep_at, head_at = [], 0, 0
-        for size, clusters in classes:
-            n = len(clusters)
-            q_c = b.slice(q_r, 1, rep_at, rep_at + n)
-            k_c = b.slice(k_r, 1, rep_at, rep_at + n)
-            v_c = b.slice(v_o, 1, head_at, head_at + n * size)
-            m_c = b.slice(mask_r, 1, rep_at, rep_at + n) if mask_r is not mask else mask
-            if size > 1:  # [B, n*m, Tk, dv] -> [B, n, Tk, m*dv]: each cluster's members side by side
-                v_c = b.view(
-                    b.permute(b.view(v_c, [batch, n, size, tk, dv]), [0, 1, 3, 2, 4]), [batch, n, tk, size * dv]
-                )
-            out_type = TensorType((batch, n, tq, size * dv), vt.dtype).ir_type()
+
+        def attend(count: int, start: int, size: int) -> ir.Value:
+            head_at = sum(len(cs) * m for m, cs in classes if m < size)  # classes ascend by size
+            v_c = _side_by_side(b, b.slice(v_o, 1, head_at, head_at + count * size), count, size)
+            m_c = b.slice(mask_r, 1, start, start + count) if mask_r is not mask else mask
+            q_c, k_c = b.slice(q_r, 1, start, start + count), b.slice(k_r, 1, start, start + count)
+            out_type = TensorType((qt.shape[0], count, qt.shape[2], size * vt.shape[3]), vt.dtype).ir_type()
             operands = [q_c, k_c, v_c, m_c, op.operands[4], op.operands[5], op.operands[6], b.bool(False)]
-            out = b.op(SDPA, operands, [out_type]).result
-            if size > 1:
-                out = b.view(
-                    b.permute(b.view(out, [batch, n, tq, size, dv]), [0, 1, 3, 2, 4]), [batch, n * size, tq, dv]
-                )
-            outputs.append(out)
-            rep_at += n
-            head_at += n * size
-        joined = outputs[0] if len(outputs) == 1 else b.cat(outputs, 1)
-        restore = [order.index(h) for h in range(lp.heads)]
-        if restore != list(range(lp.heads)):
-            joined = b.index_select(joined, 1, restore)
-        op.result.replace_all_uses_with(joined)
+            return b.op(SDPA, operands, [out_type]).result
+
+        self._join_classes(b, lp, classes, order, attend, op.result)
         op.erase()
         return narrower
 
@@ -564,6 +625,28 @@ def _export_online_helper(
             ip=ir.InsertionPoint.at_block_begin(module.regions[0].blocks[0])
         )
     helper.attributes["sym_visibility"] = ir.StringAttr.get("private")
+
+
+def _side_by_side(b: Builder, values: ir.Value, count: int, size: int) -> ir.Value:
+    """[B, count*size, T, dv] (clusters' members consecutive) -> [B, count, T, size*dv]."""
+    if size == 1:
+        return values
+    vt = tensor_type(values)
+    assert vt is not None
+    batch, _, length, dv = vt.shape
+    grouped = b.permute(b.view(values, [batch, count, size, length, dv]), [0, 1, 3, 2, 4])
+    return b.view(grouped, [batch, count, length, size * dv])
+
+
+def _prefer_grouped(site: Site) -> bool:
+    """Share probabilities by grouping V when copying P (H·Tq·Tk) would cost more than re-laying out V and
+    the output (H·(Tk+Tq)·dv): long prefills. Decode steps (Tq = 1) gather P and leave V alone."""
+    pt = tensor_type(site.probs) if site.probs is not None else None
+    ot = tensor_type(site.output) if site.output is not None else None
+    if pt is None or ot is None or site.values is None or not pt.static or not ot.static:
+        return False
+    tq, tk, dv = pt.shape[2], pt.shape[3], ot.shape[3]
+    return tq * tk > (tq + tk) * dv
 
 
 def _count(items: Any) -> dict[str, int]:

@@ -298,17 +298,10 @@ class Builder:
             self._ints[value] = self.op("torch.constant.int", [], [ir.Type.parse("!torch.int")], {"value": attr}).result
         return self._ints[value]
 
-    def float(self, value: float) -> ir.Value:
-        attr = ir.FloatAttr.get(ir.F64Type.get(), value)
-        return self.op("torch.constant.float", [], [ir.Type.parse("!torch.float")], {"value": attr}).result
-
     def bool(self, value: bool) -> ir.Value:
         return self.op(
             "torch.constant.bool", [], [ir.Type.parse("!torch.bool")], {"value": ir.BoolAttr.get(value)}
         ).result
-
-    def none(self) -> ir.Value:
-        return self.op("torch.constant.none", [], [ir.Type.parse("!torch.none")]).result
 
     def int_list(self, values: Sequence[int]) -> ir.Value:
         items = [self.int(v) for v in values]
@@ -395,10 +388,6 @@ class Stop:
     result: ir.Value
     layout: Layout
     heads: HeadMap
-
-    @property
-    def at_constant(self) -> bool:
-        return self.producer == "torch.vtensor.literal"
 
 
 class Narrower:

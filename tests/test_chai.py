@@ -326,3 +326,20 @@ def test_padding_mask_is_respected() -> None:
         with patched_attention(wrapper.model, plan):
             expected = encoder(*inputs).numpy()
     assert max_error(compiled_output(encoder, inputs, plan, "decomposed"), expected) < TOLERANCE
+
+
+def test_long_prefill_groups_v_instead_of_copying_probabilities() -> None:
+    model, _ = model_zoo.llama()
+    ids = torch.randint(0, model_zoo.VOCAB, (1, 48), generator=torch.Generator().manual_seed(1))
+    plan = make_plan(model, *MHA_PLAN)
+    with torch.no_grad(), patched_attention(model, plan):
+        expected = model(ids).numpy()
+    imported = import_model(LoadedModel("m", module=model, example_inputs=(ids,)), (), attention="decomposed")
+    rewrite_module(imported.module.operation, plan)
+    text = str(imported.module)
+    # 48 x 48 probabilities per head cost more to copy than V and the output: the pair {0, 2} reads
+    # its two V heads side by side ([1,1,48,32]) instead of each head taking a copy of P.
+    assert "!torch.vtensor<[1,1,48,48],f32>, !torch.vtensor<[1,1,48,32],f32> -> !torch.vtensor<[1,1,48,32],f32>" in text
+    assert "-> !torch.vtensor<[1,4,48,48],f32>" not in text
+    got = run_vmfb(compile_mlir(text, target="llvm-cpu"), [ids.numpy()])[0]
+    assert max_error(got, expected) < TOLERANCE

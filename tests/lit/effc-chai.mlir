@@ -127,3 +127,57 @@ func.func @chain(%x: !torch.vtensor<[3,8],f32>) -> !torch.vtensor<[1,4,3,2],f32>
   %o = torch.aten.matmul %p, %v : !torch.vtensor<[1,4,3,3],f32>, !torch.vtensor<[1,4,3,2],f32> -> !torch.vtensor<[1,4,3,2],f32>
   return %o : !torch.vtensor<[1,4,3,2],f32>
 }
+
+// -----
+
+// A longer sequence (6 tokens, head size 2): copying 6x6 probabilities per head would cost more than
+// laying out V and the output, so each size class multiplies its representatives' probabilities by
+// its members' V side by side: [1,2,6,6] x [1,2,6,2] for the single heads, [1,1,6,6] x [1,1,6,4] for
+// the pair, then heads go back in order.
+// MHA-LABEL: func.func @long_chain(
+// MHA:         torch.aten._softmax %{{.*}} -> !torch.vtensor<[1,3,6,6],f32>
+// MHA:         torch.aten.matmul %{{.*}} : !torch.vtensor<[1,2,6,6],f32>, !torch.vtensor<[1,2,6,2],f32> -> !torch.vtensor<[1,2,6,2],f32>
+// MHA:         torch.aten.matmul %{{.*}} : !torch.vtensor<[1,1,6,6],f32>, !torch.vtensor<[1,1,6,4],f32> -> !torch.vtensor<[1,1,6,4],f32>
+// MHA:         torch.aten.cat %{{.*}} -> !torch.vtensor<[1,4,6,2],f32>
+// MHA:         torch.vtensor.literal(dense<[2, 0, 3, 1]> : tensor<4xsi64>)
+// MHA-NOT:     -> !torch.vtensor<[1,4,6,6],f32>
+// MHA:         return
+
+func.func @long_chain(%x: !torch.vtensor<[6,8],f32>) -> !torch.vtensor<[1,4,6,2],f32> {
+  %false = torch.constant.bool false
+  %scale = torch.constant.float 0.70710678118654746
+  %int-1 = torch.constant.int -1
+  %int-2 = torch.constant.int -2
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %int2 = torch.constant.int 2
+  %int3 = torch.constant.int 3
+  %int4 = torch.constant.int 4
+  %int6 = torch.constant.int 6
+  %t = torch.prim.ListConstruct %int1, %int0 : (!torch.int, !torch.int) -> !torch.list<int>
+  %split = torch.prim.ListConstruct %int1, %int6, %int4, %int2 : (!torch.int, !torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %heads = torch.prim.ListConstruct %int0, %int2, %int1, %int3 : (!torch.int, !torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %wq = torch.vtensor.literal(dense<1.000000e-01> : tensor<8x8xf32>) : !torch.vtensor<[8,8],f32>
+  %wk = torch.vtensor.literal(dense<2.000000e-01> : tensor<8x8xf32>) : !torch.vtensor<[8,8],f32>
+  %wv = torch.vtensor.literal(dense<3.000000e-01> : tensor<8x8xf32>) : !torch.vtensor<[8,8],f32>
+  %causal = torch.vtensor.literal(dense<[[[[0.0, 0xFF800000, 0xFF800000, 0xFF800000, 0xFF800000, 0xFF800000], [0.0, 0.0, 0xFF800000, 0xFF800000, 0xFF800000, 0xFF800000], [0.0, 0.0, 0.0, 0xFF800000, 0xFF800000, 0xFF800000], [0.0, 0.0, 0.0, 0.0, 0xFF800000, 0xFF800000], [0.0, 0.0, 0.0, 0.0, 0.0, 0xFF800000], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]]]> : tensor<1x1x6x6xf32>) : !torch.vtensor<[1,1,6,6],f32>
+  %wqt = torch.aten.permute %wq, %t : !torch.vtensor<[8,8],f32>, !torch.list<int> -> !torch.vtensor<[8,8],f32>
+  %q2 = torch.aten.mm %x, %wqt : !torch.vtensor<[6,8],f32>, !torch.vtensor<[8,8],f32> -> !torch.vtensor<[6,8],f32>
+  %q3 = torch.aten.view %q2, %split : !torch.vtensor<[6,8],f32>, !torch.list<int> -> !torch.vtensor<[1,6,4,2],f32>
+  %q = torch.aten.permute %q3, %heads : !torch.vtensor<[1,6,4,2],f32>, !torch.list<int> -> !torch.vtensor<[1,4,6,2],f32>
+  %wkt = torch.aten.permute %wk, %t : !torch.vtensor<[8,8],f32>, !torch.list<int> -> !torch.vtensor<[8,8],f32>
+  %k2 = torch.aten.mm %x, %wkt : !torch.vtensor<[6,8],f32>, !torch.vtensor<[8,8],f32> -> !torch.vtensor<[6,8],f32>
+  %k3 = torch.aten.view %k2, %split : !torch.vtensor<[6,8],f32>, !torch.list<int> -> !torch.vtensor<[1,6,4,2],f32>
+  %k = torch.aten.permute %k3, %heads : !torch.vtensor<[1,6,4,2],f32>, !torch.list<int> -> !torch.vtensor<[1,4,6,2],f32>
+  %wvt = torch.aten.permute %wv, %t : !torch.vtensor<[8,8],f32>, !torch.list<int> -> !torch.vtensor<[8,8],f32>
+  %v2 = torch.aten.mm %x, %wvt : !torch.vtensor<[6,8],f32>, !torch.vtensor<[8,8],f32> -> !torch.vtensor<[6,8],f32>
+  %v3 = torch.aten.view %v2, %split : !torch.vtensor<[6,8],f32>, !torch.list<int> -> !torch.vtensor<[1,6,4,2],f32>
+  %v = torch.aten.permute %v3, %heads : !torch.vtensor<[1,6,4,2],f32>, !torch.list<int> -> !torch.vtensor<[1,4,6,2],f32>
+  %kt = torch.aten.transpose.int %k, %int-2, %int-1 : !torch.vtensor<[1,4,6,2],f32>, !torch.int, !torch.int -> !torch.vtensor<[1,4,2,6],f32>
+  %s = torch.aten.matmul %q, %kt : !torch.vtensor<[1,4,6,2],f32>, !torch.vtensor<[1,4,2,6],f32> -> !torch.vtensor<[1,4,6,6],f32>
+  %scaled = torch.aten.mul.Scalar %s, %scale : !torch.vtensor<[1,4,6,6],f32>, !torch.float -> !torch.vtensor<[1,4,6,6],f32>
+  %masked = torch.aten.add.Tensor %scaled, %causal, %int1 : !torch.vtensor<[1,4,6,6],f32>, !torch.vtensor<[1,1,6,6],f32>, !torch.int -> !torch.vtensor<[1,4,6,6],f32>
+  %p = torch.aten._softmax %masked, %int-1, %false : !torch.vtensor<[1,4,6,6],f32>, !torch.int, !torch.bool -> !torch.vtensor<[1,4,6,6],f32>
+  %o = torch.aten.matmul %p, %v : !torch.vtensor<[1,4,6,6],f32>, !torch.vtensor<[1,4,6,2],f32> -> !torch.vtensor<[1,4,6,2],f32>
+  return %o : !torch.vtensor<[1,4,6,2],f32>
+}
