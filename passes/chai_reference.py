@@ -248,7 +248,7 @@ def patched_attention(
     config = hf_config(model)
     modules = attention_modules(model)
     if plan is not None:
-        plan.check_fits(layer_shapes(model), f"model {type(model).__name__}")
+        check_plan(plan, model)
     previous = config._attn_implementation
     config._attn_implementation = ATTENTION_NAME
     for module in modules:

@@ -126,6 +126,18 @@ def test_calibration_is_deterministic_under_a_seed() -> None:
     assert first.calibration["seed"] == 3 and first.weights_sha256
 
 
+def test_plan_calibrated_on_other_weights_is_refused() -> None:
+    model, inputs = model_zoo.llama()
+    plan = calibrate(model, _CharTokenizer(), DOCUMENTS[:2], name="llama", causal=True, tokens=16, overrides={0: 2})
+    with torch.no_grad():
+        model.model.model.layers[0].self_attn.k_proj.weight.mul_(2)  # same architecture, other weights
+    with (
+        pytest.raises(EffcError, match=r"calibrated on other weights of this architecture"),
+        patched_attention(model, plan),
+    ):
+        model(*inputs)
+
+
 def test_calibration_meets_a_kv_reduction_target_on_gqa() -> None:
     model, _ = model_zoo.llama_gqa()
     plan = calibrate(model, _CharTokenizer(), DOCUMENTS, name="gqa", causal=True, tokens=24, kv_reduction=0.2)
@@ -296,7 +308,9 @@ def test_cli_calibrate_and_report(tmp_path: Path, effc_cli: object) -> None:
     data.write_text("\n".join(DOCUMENTS))
     plan_file = tmp_path / "plan.json"
 
-    result = effc_cli("chai", "calibrate", str(directory), "--data", str(data), "-o", str(plan_file), "--layers-k", "1=1")  # type: ignore[operator]
+    result = effc_cli(
+        "chai", "calibrate", str(directory), "--data", str(data), "-o", str(plan_file), "--layers-k", "1=1"
+    )  # type: ignore[operator]
     assert result.code == 0, result.err
     plan = load_plan(plan_file)
     assert (plan.layers[1].k_source, plan.layers[1].kept_kv_heads()) == ("override", plan.layers[1].kept_kv_heads()[:1])
