@@ -10,8 +10,8 @@ At every token position a GRU runs over depth: its inputs are the layer-normed o
 1..L, its outputs (mean over layers, or the last) go through Linear(H -> d) and are added to the
 backbone's final hidden state; a linear head on the masked mean over tokens gives the logits. The
 side network's size depends on the model width d and the GRU width H, never on L, and no gradient
-ever reaches the backbone: it runs frozen (compiled by IREE in `read_train`), so it needs no autograd
-graph at all. Training, the compiled backbone and the merged inference module: `effc.runtime.read_train`.
+ever reaches the backbone: it runs frozen, compiled by IREE, so it needs no autograd graph at all.
+Training: `effc.runtime.read_train`; the compiled backbone and the merged module: `effc.runtime.read_compile`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from effc.compiler.errors import EffcError, first_line
 from effc.compiler.fileio import write_atomic
 
 if TYPE_CHECKING:
-    from effc.runtime import read_task, read_train
+    from effc.runtime import read_compile, read_task, read_train
 
 CONFIG_NAME = "read_config.json"
 WEIGHTS_NAME = "read_model.safetensors"
@@ -121,9 +121,22 @@ class ReadHead(nn.Module):
         self.side = SideNetwork(config.model_width, config.hidden_size, config.aggregation)
         self.classifier = nn.Linear(config.model_width, config.num_labels)
 
-    def forward(self, final: torch.Tensor, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """final (B, T, d), states (L, B, T, d), attention_mask (B, T) → logits (B, num_labels)."""
-        return self.classifier(masked_mean(final + self.side(states), attention_mask))
+    def forward(
+        self, final: torch.Tensor, states: torch.Tensor, attention_mask: torch.Tensor, *, real_tokens_only: bool = False
+    ) -> torch.Tensor:
+        """final (B, T, d), states (L, B, T, d), attention_mask (B, T) → logits (B, num_labels).
+
+        `real_tokens_only` runs the side network on the unmasked tokens alone: the same logits (it works
+        per token and pooling skips padding) for less work, but with data-dependent shapes, so training
+        uses it and the exported module does not.
+        """
+        if real_tokens_only:
+            keep = attention_mask.bool()
+            correction = torch.zeros_like(final)
+            correction[keep] = self.side(states[:, keep].unsqueeze(2)).squeeze(1)
+        else:
+            correction = self.side(states)
+        return self.classifier(masked_mean(final + correction, attention_mask))
 
 
 class ReadModel(nn.Module):
@@ -248,8 +261,8 @@ def from_pretrained(backbone: nn.Module | None, directory: str | Path) -> ReadMo
 
 _LAZY = {
     "train": "effc.runtime.read_train",
-    "compile_backbone": "effc.runtime.read_train",
-    "merge": "effc.runtime.read_train",
+    "compile_backbone": "effc.runtime.read_compile",
+    "merge": "effc.runtime.read_compile",
     "load_task": "effc.runtime.read_task",
 }
 
@@ -265,6 +278,6 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     train = read_train.train
-    compile_backbone = read_train.compile_backbone
-    merge = read_train.merge
+    compile_backbone = read_compile.compile_backbone
+    merge = read_compile.merge
     load_task = read_task.load_task

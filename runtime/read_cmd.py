@@ -99,16 +99,9 @@ def _train(args: argparse.Namespace) -> int:
 
     from effc.compiler.fileio import write_atomic
     from effc.runtime.read import ReadConfig, attach
+    from effc.runtime.read_compile import compile_backbone, default_target
     from effc.runtime.read_task import load_task, read_config_fields
-    from effc.runtime.read_train import (
-        EnergyLog,
-        LiveStates,
-        StateCache,
-        compile_backbone,
-        default_target,
-        tokenize,
-        train,
-    )
+    from effc.runtime.read_train import EnergyLog, LiveStates, StateCache, tokenize, train
 
     task = load_task(args.task)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in task.splits.items())
@@ -149,7 +142,7 @@ def _merge(args: argparse.Namespace) -> int:
     from effc.compiler.errors import EffcError
     from effc.compiler.models import wrap_hf_model
     from effc.runtime.read import ReadModel, load_adapter
-    from effc.runtime.read_train import merge
+    from effc.runtime.read_compile import merge
 
     if args.batch_size < 1 or args.max_length < 2:
         raise EffcError(f"--batch-size must be >= 1 and --max-length >= 2 (got {args.batch_size}, {args.max_length})")

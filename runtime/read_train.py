@@ -1,12 +1,10 @@
-"""READ training on a compiled backbone, cached backbone states, and the merged inference module.
+"""READ training on backbone states: live from the compiled backbone, or cached, and the loop.
 
-The backbone never runs under autograd: `compile_backbone` imports it, applies `effc-read-taps` and
-compiles it with IREE, so each training step is one IREE call (final state + every layer's output,
-`LiveStates`) followed by a PyTorch step of the side network and head only. A `StateCache` runs the
-backbone once per split instead and writes its outputs to files (row layout tokens x (1 + L) x d, so a
-batch trimmed to its longest sentence is one contiguous read per example); every epoch then reads
-them. `fit` is the training loop both use (and the baselines of bench/read). `merge` links the tapped
-backbone and the exported `ReadHead` into one MLIR module and compiles it.
+Each training step gets the final state and every layer's output of a batch from `LiveStates` (one
+call of the compiled backbone, `effc.runtime.read_compile`) or from a `StateCache`, which runs the
+backbone once per split and writes its outputs to files (row layout tokens x (1 + L) x d, so a batch
+trimmed to its longest sentence is one contiguous read per example); then only the side network and
+head take a PyTorch step. `fit` is the training loop (also used by bench/read's baselines).
 
     backbone = compile_backbone(encoder, batch_size=32, max_length=64)
     data = tokenize(task, tokenizer)
@@ -22,7 +20,6 @@ import math
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,76 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from effc.compiler.api import CompiledModel
-from effc.compiler.errors import EffcError
-from effc.compiler.importer import ImportedModel, import_model, resolve_attention
-from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target, compile_mlir
-from effc.compiler.loader import LoadedModel
-from effc.compiler.models import EncoderWrapper
 from effc.runtime.energy import Measurement, MeterUnavailable, modeled, open_meter
-from effc.runtime.read import ReadHead, ReadModel
+from effc.runtime.read import ReadModel
+from effc.runtime.read_compile import CompiledBackbone
 from effc.runtime.read_task import Task
 
 Log = Callable[[str], None]
-
-
-def default_target() -> str:
-    """CUDA when this machine has a GPU, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "llvm-cpu"
-
-
-def import_tapped(backbone: nn.Module, example: tuple[torch.Tensor, torch.Tensor], target: str) -> ImportedModel:
-    """The encoder as torch-dialect MLIR returning (final state, layer 1..L outputs)."""
-    from effc.passes.read_taps import ReadTapsPass
-
-    layers = backbone.config.num_hidden_layers
-    loaded = LoadedModel(type(backbone).__name__, module=EncoderWrapper(backbone).eval(), example_inputs=example)
-    imported = import_model(loaded, (), attention=resolve_attention("auto", target))
-    with imported.context:  # applied directly: a failure is an EffcError naming what was found
-        ReadTapsPass(expect_layers=layers).apply(imported.module.operation)
-    return imported
-
-
-class CompiledBackbone:
-    """The tapped backbone compiled by IREE for fixed (batch, tokens); smaller batches are padded."""
-
-    def __init__(self, vmfb: bytes | Path, target: str, batch_size: int, max_length: int) -> None:
-        import iree.runtime as rt
-
-        self.target, self.batch_size, self.max_length = target, batch_size, max_length
-        driver = RUNTIME_DEVICE[target]
-        if isinstance(vmfb, Path):  # mapped, not copied
-            self._module = rt.load_vm_flatbuffer_file(str(vmfb), driver=driver)
-        else:
-            self._module = rt.load_vm_flatbuffer(vmfb, driver=driver)
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(final (B, T, d), layer outputs (L, B, T, d)) as float32 arrays."""
-        count = len(input_ids)
-        if count > self.batch_size:
-            raise EffcError(f"backbone compiled for batch {self.batch_size} got {count} rows")
-        pad = self.batch_size - count
-        ids = np.concatenate([input_ids, np.repeat(input_ids[:1], pad, axis=0)])
-        mask = np.concatenate([attention_mask, np.repeat(attention_mask[:1], pad, axis=0)])
-        results = self._module.main(ids, mask)
-        arrays = [np.asarray(r.to_host())[:count] for r in results]
-        return arrays[0], np.stack(arrays[1:])
-
-
-def backbone_vmfb(backbone: nn.Module, *, batch_size: int, max_length: int, target: str) -> bytes:
-    """The frozen encoder compiled with every layer's output as an extra result."""
-    ids = torch.zeros(batch_size, max_length, dtype=torch.int64)
-    imported = import_tapped(backbone, (ids, torch.ones_like(ids)), check_target(target))
-    return compile_mlir(str(imported.module), target=target)
-
-
-def compile_backbone(
-    backbone: nn.Module, *, batch_size: int, max_length: int, target: str | None = None
-) -> CompiledBackbone:
-    """`backbone_vmfb`, loaded and ready to call."""
-    target = target or default_target()
-    vmfb = backbone_vmfb(backbone, batch_size=batch_size, max_length=max_length, target=target)
-    return CompiledBackbone(vmfb, target, batch_size, max_length)
 
 
 @dataclass(frozen=True)
@@ -399,14 +332,14 @@ def train(
         head.eval()
         with torch.no_grad():
             chunks = _chunks(len(data[split].labels), states.batch_size)
-            preds = [head(*features(split, rows)).argmax(-1).cpu().numpy() for rows in chunks]
+            preds = [head(*features(split, rows), real_tokens_only=True).argmax(-1).cpu().numpy() for rows in chunks]
         head.train()
         return np.concatenate(preds)
 
     best_state: dict[str, torch.Tensor] = {}
     result = fit(
         [p for p in head.parameters() if p.requires_grad],
-        lambda rows: head(*features("train", rows)),
+        lambda rows: head(*features("train", rows), real_tokens_only=True),
         data,
         predict,
         epochs=task.epochs,
@@ -425,69 +358,3 @@ def train(
     if cache:
         cache["saved_joules_estimate"] = cache["saved_seconds_estimate"] * measured.power_w
     return ReadReport(result, test, model.trainable_parameters()[0], measured, cache)
-
-
-def merge(
-    model: ReadModel, example_inputs: tuple[torch.Tensor, torch.Tensor], *, target: str | None = None
-) -> CompiledModel:
-    """One IREE module: tapped backbone → side network → add → pooling → head, for `example_inputs`' shapes.
-
-    The backbone and the exported `ReadHead` are imported separately, linked as private functions
-    called from a new `@main(input_ids, attention_mask)`, inlined and compiled.
-    """
-    from torch_mlir import ir
-    from torch_mlir.dialects import func
-    from torch_mlir.passmanager import PassManager
-
-    from effc.compiler.mlir_context import parse_module
-
-    if model.backbone is None:
-        raise EffcError("merge needs the READ model's backbone; load it with ReadModel.from_pretrained(backbone, dir)")
-    target = check_target(target or default_target())
-    model = model.eval()
-    backbone = import_tapped(model.backbone, example_inputs, target)
-    final, states = model.backbone_states(*example_inputs)
-    head_program = LoadedModel(
-        "read_head", module=_HeadEntry(model.read).eval(), example_inputs=(final, example_inputs[1], *states)
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*_flat_weights.*")  # nn.GRU's weight cache; harmless here
-        head = import_model(head_program, (), attention=resolve_attention("auto", target))
-    module = backbone.module
-    with backbone.context, ir.Location.unknown():
-        head_module = parse_module(head.module.operation.get_asm(), backbone.context, "read_head")
-        tapped = _rename_private(module.body.operations[0], "read_backbone")
-        head_func = _rename_private(head_module.body.operations[0], "read_head")
-        head_func.move_after(tapped)
-        tapped_type = ir.FunctionType(ir.TypeAttr(tapped.attributes["function_type"]).value)
-        head_type = ir.FunctionType(ir.TypeAttr(head_func.attributes["function_type"]).value)
-        with ir.InsertionPoint(module.body):
-            main = func.FuncOp("main", ir.FunctionType.get(tapped_type.inputs, head_type.results))
-            entry = main.add_entry_block()
-            with ir.InsertionPoint(entry):
-                outs = func.CallOp(tapped_type.results, "read_backbone", list(entry.arguments)).results
-                logits = func.CallOp(head_type.results, "read_head", [outs[0], entry.arguments[1], *outs[1:]])
-                func.ReturnOp(list(logits.results))
-        PassManager.parse("builtin.module(inline,symbol-dce,canonicalize)").run(module.operation)
-    mlir = str(module)
-    vmfb = compile_mlir(mlir, target=target)
-    return CompiledModel("read_merged", target, mlir, vmfb, tuple(example_inputs), model)
-
-
-class _HeadEntry(nn.Module):
-    """`ReadHead` with flat tensor arguments, the calling convention of the tapped backbone's results."""
-
-    def __init__(self, head: ReadHead) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, final: torch.Tensor, attention_mask: torch.Tensor, *states: torch.Tensor) -> torch.Tensor:
-        return self.head(final, torch.stack(states), attention_mask)
-
-
-def _rename_private(op: Any, name: str) -> Any:
-    from torch_mlir import ir
-
-    op.attributes["sym_name"] = ir.StringAttr.get(name)
-    op.attributes["sym_visibility"] = ir.StringAttr.get("private")
-    return op.operation

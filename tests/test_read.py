@@ -98,7 +98,7 @@ def encoder(encoder_dir: Path) -> tuple[torch.nn.Module, object]:
 
 @pytest.fixture(scope="module")
 def compiled_backbone(encoder: tuple[torch.nn.Module, object]) -> object:
-    from effc.runtime.read_train import compile_backbone
+    from effc.runtime.read_compile import compile_backbone
 
     return compile_backbone(encoder[0], batch_size=16, max_length=16, target="llvm-cpu")
 
@@ -172,6 +172,20 @@ def test_gru_runs_over_depth_at_each_token(aggregation: str) -> None:
     outputs, _ = side.rnn(side.norm(states).reshape(5, 21, 24))  # time = depth, batch = token positions
     summary = outputs.mean(0) if aggregation == "mean" else outputs[-1]
     torch.testing.assert_close(out, side.out(summary).reshape(3, 7, 24))
+
+
+def test_side_network_on_real_tokens_only_gives_the_same_logits() -> None:
+    from effc.runtime.read import ReadHead
+
+    torch.manual_seed(0)
+    head = ReadHead(ReadConfig(hidden_size=8, model_width=24, num_layers=3))
+    final, states = torch.randn(4, 9, 24), torch.randn(3, 4, 9, 24)
+    mask = torch.ones(4, 9, dtype=torch.int64)
+    mask[0, 5:], mask[2, 1:] = 0, 0
+    packed = head(final, states, mask, real_tokens_only=True)
+    torch.testing.assert_close(packed, head(final, states, mask), rtol=1e-6, atol=1e-6)
+    packed.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
 
 def test_attach_freezes_the_backbone_and_prints_trainable_parameters(
@@ -267,7 +281,7 @@ def test_save_pretrained_round_trip(tmp_path: Path, encoder: tuple[torch.nn.Modu
 
 
 def test_merged_module_matches_the_pytorch_composition(encoder: tuple[torch.nn.Module, object]) -> None:
-    from effc.runtime.read_train import merge
+    from effc.runtime.read_compile import merge
 
     model = _randomize(attach(encoder[0], ReadConfig(hidden_size=16)))
     ids = torch.randint(5, 20, (2, 16), generator=torch.Generator().manual_seed(0))
