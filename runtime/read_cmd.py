@@ -117,7 +117,10 @@ def _train(args: argparse.Namespace) -> int:
     energy = EnergyLog(on_gpu=torch.cuda.is_available())
     if args.cache_states:
         with StateCache(backbone, data, energy) as cache:
-            _say(f"cached backbone states: {cache.nbytes / 1e6:.0f} MB in {cache.build_seconds:.1f} s")
+            _say(
+                f"cached backbone states: {cache.nbytes / 1e6:.0f} MB; train split {cache.seconds['train']:.1f} s, "
+                f"dev and test (evaluation) {sum(cache.seconds.values()) - cache.seconds['train']:.1f} s"
+            )
             report = train(model, task, data, cache, energy=energy, log=_say)
     else:
         report = train(model, task, data, LiveStates(backbone, data), energy=energy, log=_say)

@@ -56,15 +56,18 @@ class CompiledBackbone:
             self._module = rt.load_vm_flatbuffer(vmfb, driver=driver)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(final (B, T, d), layer outputs (L, B, T, d)) as float32 arrays."""
-        count = len(input_ids)
-        if count > self.batch_size:
-            raise EffcError(f"backbone compiled for batch {self.batch_size} got {count} rows")
-        pad = self.batch_size - count
-        ids = np.concatenate([input_ids, np.repeat(input_ids[:1], pad, axis=0)])
-        mask = np.concatenate([attention_mask, np.repeat(attention_mask[:1], pad, axis=0)])
+        """(final (B, T, d), layer outputs (L, B, T, d)) as float32 arrays for (B, T <= max_length) inputs."""
+        count, tokens = input_ids.shape
+        if count > self.batch_size or tokens > self.max_length:
+            raise EffcError(
+                f"backbone compiled for {self.batch_size} rows of {self.max_length} tokens got {count} of {tokens}"
+            )
+        ids = np.zeros((self.batch_size, self.max_length), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        ids[:count, :tokens], mask[:count, :tokens] = input_ids, attention_mask  # right padding, masked
+        ids[count:], mask[count:] = ids[0], mask[0]  # padding rows: a copy of the first, discarded
         results = self._module.main(ids, mask)
-        arrays = [np.asarray(r.to_host())[:count] for r in results]
+        arrays = [np.asarray(r.to_host())[:count, :tokens] for r in results]
         return arrays[0], np.stack(arrays[1:])
 
 

@@ -2,9 +2,9 @@
 
 Each training step gets the final state and every layer's output of a batch from `LiveStates` (one
 call of the compiled backbone, `effc.runtime.read_compile`) or from a `StateCache`, which runs the
-backbone once per split and writes its outputs to files (row layout tokens x (1 + L) x d, so a batch
-trimmed to its longest sentence is one contiguous read per example); then only the side network and
-head take a PyTorch step. `fit` is the training loop (also used by bench/read's baselines).
+backbone once per split and writes the real tokens' outputs to files (row
+layout tokens x (1 + L) x d, one contiguous read per example); then only the side network and head
+take a PyTorch step. `fit` is the training loop (also used by bench/read's baselines).
 
     backbone = compile_backbone(encoder, batch_size=32, max_length=64)
     data = tokenize(task, tokenizer)
@@ -124,48 +124,59 @@ def gpu_hardware_id() -> str:
 
 
 class LiveStates:
-    """Backbone states computed on demand: one compiled-backbone call per batch."""
+    """Backbone states computed on demand: one compiled-backbone call per batch, at the batch's length."""
 
     def __init__(self, backbone: CompiledBackbone, data: dict[str, Tokens]) -> None:
-        self.backbone, self.data, self.batch_size = backbone, data, backbone.batch_size
+        self.backbone, self.data = backbone, data
 
     def read(self, split: str, rows: np.ndarray, tokens: int) -> tuple[np.ndarray, np.ndarray]:
         """(final, states) of `rows`, only the first `tokens` positions."""
         part = self.data[split]
-        final, states = self.backbone(part.input_ids[rows], part.attention_mask[rows])
-        return final[:, :tokens], states[:, :, :tokens]
+        return self.backbone(part.input_ids[rows, :tokens], part.attention_mask[rows, :tokens])
 
 
 class StateCache:
     """Backbone states of whole splits in files, so every epoch after the backbone pass skips it.
 
-    Rows are read with `pread` (through the page cache, not mapped into this process), so training
-    holds one batch of states at a time. Use as a context manager: the files go away on exit.
+    The pass stores only real tokens (row r is `length_r` x (1 + L) x d floats at `offsets[r]`). Only
+    the train split's pass is training cost (metered with `energy`); dev and test are evaluation,
+    timed apart. Rows are read with `pread` (through the page cache, not mapped into
+    this process), so training holds one batch of states at a time. Use as a context manager: the
+    files go away on exit.
     """
 
     def __init__(self, backbone: CompiledBackbone, data: dict[str, Tokens], energy: EnergyLog | None = None) -> None:
-        self.batch_size = backbone.batch_size
         self._tmp = tempfile.TemporaryDirectory(prefix="effc-read-cache-")
         self.files: dict[str, Path] = {}
-        self.examples: dict[str, int] = {}
-        if energy:
-            energy.start()
-        start = time.perf_counter()
-        for name, tokens in data.items():
-            path = Path(self._tmp.name) / f"{name}.f32"
-            with path.open("wb") as handle:
-                for rows in _chunks(len(tokens.labels), backbone.batch_size):
-                    final, states = backbone(tokens.input_ids[rows], tokens.attention_mask[rows])
-                    layout = np.concatenate([final[None], states]).transpose(1, 2, 0, 3)  # B, T, 1+L, d
-                    handle.write(np.ascontiguousarray(layout, dtype=np.float32).tobytes())
-                    self.row_shape = layout.shape[1:]
-                    if energy:
-                        energy.poll()
-            self.files[name], self.examples[name] = path, len(tokens.labels)
-        self.build_seconds = time.perf_counter() - start
-        if energy:
-            energy.stop()
+        self.lengths: dict[str, np.ndarray] = {}
+        self.offsets: dict[str, np.ndarray] = {}
+        self.seconds: dict[str, float] = {}
+        for name in sorted(data, key=lambda split: split != "train"):  # train first, metered
+            if energy and name == "train":
+                energy.start()
+            start = time.perf_counter()
+            self._write(name, data[name], backbone, energy if name == "train" else None)
+            self.seconds[name] = time.perf_counter() - start
+            if energy and name == "train":
+                energy.stop()
         self.nbytes = sum(path.stat().st_size for path in self.files.values())
+
+    def _write(self, name: str, tokens: Tokens, backbone: CompiledBackbone, energy: EnergyLog | None) -> None:
+        lengths = tokens.attention_mask.sum(axis=1).astype(np.int64)
+        path = Path(self._tmp.name) / f"{name}.f32"
+        offsets = np.zeros(len(lengths), dtype=np.int64)
+        with path.open("wb") as handle:
+            for rows in _chunks(len(lengths), backbone.batch_size):
+                longest = int(lengths[rows].max())
+                final, states = backbone(tokens.input_ids[rows, :longest], tokens.attention_mask[rows, :longest])
+                layout = np.concatenate([final[None], states]).transpose(1, 2, 0, 3)  # B, T, 1+L, d
+                self.row_shape = layout.shape[2:]
+                for i, row in enumerate(rows):
+                    offsets[row] = handle.tell()
+                    handle.write(np.ascontiguousarray(layout[i, : lengths[row]], dtype=np.float32).tobytes())
+                if energy:
+                    energy.poll()
+        self.files[name], self.lengths[name], self.offsets[name] = path, lengths, offsets
 
     def __enter__(self) -> StateCache:
         return self
@@ -174,26 +185,27 @@ class StateCache:
         self._tmp.cleanup()
 
     def read(self, split: str, rows: np.ndarray, tokens: int) -> tuple[np.ndarray, np.ndarray]:
-        """(final, states) of `rows`, only the first `tokens` positions."""
-        length, stack, width = self.row_shape
-        out = np.empty((len(rows), tokens, stack, width), dtype=np.float32)
+        """(final, states) of `rows`, only the first `tokens` positions (zeros past a row's real tokens)."""
+        stack, width = self.row_shape
+        out = np.zeros((len(rows), tokens, stack, width), dtype=np.float32)
         fd = os.open(self.files[split], os.O_RDONLY)
         try:
             for i, row in enumerate(rows):
-                chunk = os.pread(fd, tokens * stack * width * 4, int(row) * length * stack * width * 4)
-                out[i] = np.frombuffer(chunk, dtype=np.float32).reshape(tokens, stack, width)
+                count = min(tokens, int(self.lengths[split][row]))
+                chunk = os.pread(fd, count * stack * width * 4, int(self.offsets[split][row]))
+                out[i, :count] = np.frombuffer(chunk, dtype=np.float32).reshape(count, stack, width)
         finally:
             os.close(fd)
         layers_first = out.transpose(2, 0, 1, 3)
         return layers_first[0], layers_first[1:]
 
     def savings(self, epochs: int) -> dict[str, float]:
-        """Build cost, size, and the backbone passes over train that the other epochs did not run."""
-        train_pass = self.build_seconds * self.examples["train"] / sum(self.examples.values())
+        """The train pass (training cost), the dev/test passes (evaluation), size, and what later epochs skip."""
         return {
-            "build_seconds": self.build_seconds,
+            "build_seconds": self.seconds["train"],
+            "eval_build_seconds": sum(s for name, s in self.seconds.items() if name != "train"),
             "bytes": float(self.nbytes),
-            "saved_seconds_estimate": (epochs - 1) * train_pass,
+            "saved_seconds_estimate": (epochs - 1) * self.seconds["train"],
         }
 
 
@@ -232,6 +244,7 @@ def fit(
     batch_size: int,
     seed: int,
     eval_splits: tuple[str, ...] = ("dev",),
+    micro_batch: int = 0,
     energy: EnergyLog | None = None,
     on_improve: Callable[[], None] | None = None,
     log: Log | None = None,
@@ -239,8 +252,9 @@ def fit(
     """AdamW with linear warmup (10%) and decay over `epochs` of shuffled train batches.
 
     `logits_for(rows)` gives the train rows' logits with a graph to `parameters` only; `predict(split)`
-    gives a split's predicted classes. Evaluation is timed and metered apart from training;
-    `on_improve` runs whenever dev accuracy improves (to keep the best weights).
+    gives a split's predicted classes. `micro_batch` > 0 runs each batch in parts of that many rows and
+    accumulates their gradients (the same step, less activation memory). Evaluation is timed and
+    metered apart from training; `on_improve` runs whenever dev accuracy improves (to keep the best weights).
     """
     labels = torch.from_numpy(data["train"].labels)
     steps_per_epoch = math.ceil(len(labels) / batch_size)
@@ -260,13 +274,16 @@ def fit(
             energy.start()
         for step in range(steps_per_epoch):
             rows = order[step * batch_size : (step + 1) * batch_size]
-            logits = logits_for(rows)
-            loss = nn.functional.cross_entropy(logits, labels[rows].to(logits.device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = 0.0
+            for part in np.array_split(rows, math.ceil(len(rows) / (micro_batch or len(rows)))):
+                logits = logits_for(part)  # summed over the parts: the whole batch's mean loss and gradient
+                part_loss = nn.functional.cross_entropy(logits, labels[part].to(logits.device), reduction="sum")
+                (part_loss / len(rows)).backward()
+                loss += float(part_loss.detach()) / len(rows)
             optimizer.step()
             schedule.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss)
             if energy:
                 energy.poll()
         if energy:
@@ -311,12 +328,14 @@ def train(
     *,
     energy: EnergyLog | None = None,
     device: str | None = None,
+    micro_batch: int = 0,
     log: Log | None = None,
 ) -> ReadReport:
     """Train `model.read` (side network + head) on backbone `states`; the backbone is never in autograd.
 
     The model keeps the weights of its best dev epoch; the test split is scored once, with them.
-    Pass the `energy` log that metered the `StateCache` build so the report covers both.
+    Pass the `energy` log that metered the `StateCache` build so the report covers both; `micro_batch`
+    (rows per part, 0: whole batches) bounds the side network's activation memory.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     energy = energy or EnergyLog(on_gpu=device.startswith("cuda"))
@@ -331,7 +350,7 @@ def train(
     def predict(split: str) -> np.ndarray:
         head.eval()
         with torch.no_grad():
-            chunks = _chunks(len(data[split].labels), states.batch_size)
+            chunks = _chunks(len(data[split].labels), task.batch_size)
             preds = [head(*features(split, rows), real_tokens_only=True).argmax(-1).cpu().numpy() for rows in chunks]
         head.train()
         return np.concatenate(preds)
@@ -344,8 +363,9 @@ def train(
         predict,
         epochs=task.epochs,
         lr=task.lr,
-        batch_size=states.batch_size,
+        batch_size=task.batch_size,
         seed=task.seed,
+        micro_batch=micro_batch,
         energy=energy,
         on_improve=lambda: best_state.update(copy.deepcopy(head.state_dict())),
         log=log,

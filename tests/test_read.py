@@ -243,15 +243,83 @@ def test_cached_states_train_the_same_network(
     for cached in (False, True):
         torch.manual_seed(0)
         model = attach(encoder[0], ReadConfig(**read_config_fields(task)))
-        if cached:
+        if cached:  # stores and trains from real tokens only
             with StateCache(compiled_backbone, data) as cache:
                 report = train(model, task, data, cache)
-            assert report.cache["bytes"] == 120 * 16 * 3 * 32 * 4  # examples x tokens x (1 + layers) x width
+            real_tokens = sum(int(split.attention_mask.sum()) for split in data.values())
+            assert report.cache["bytes"] == real_tokens * 3 * 32 * 4  # tokens x (1 + layers) x width x f32
         else:
             train(model, task, data, LiveStates(compiled_backbone, data))
         trained.append(model.read.state_dict())
     for key, value in trained[0].items():
         torch.testing.assert_close(trained[1][key], value, rtol=1e-6, atol=1e-7)
+
+
+def test_backbone_runs_batches_shorter_than_it_was_compiled_for(
+    encoder_dir: Path, encoder: tuple[torch.nn.Module, object], compiled_backbone: object
+) -> None:
+    from effc.runtime.read_task import load_task
+    from effc.runtime.read_train import tokenize
+
+    data = tokenize(load_task(encoder_dir / "task.json"), encoder[1])["train"]
+    short = np.flatnonzero(data.attention_mask.sum(axis=1) <= 8)[:5]
+    assert len(short)
+    ids, mask = data.input_ids[short, :8], data.attention_mask[short, :8]
+    final, states = compiled_backbone(ids, mask)  # padded to 16 tokens inside, trimmed back
+    assert final.shape == (5, 8, 32) and states.shape == (2, 5, 8, 32)
+    full_final, full_states = compiled_backbone(data.input_ids[short], data.attention_mask[short])
+    real = mask.astype(bool)
+    np.testing.assert_array_equal(final[real], full_final[:, :8][real])
+    np.testing.assert_array_equal(states[:, real], full_states[:, :, :8][:, real])
+    with pytest.raises(EffcError, match="16 rows of 16 tokens got 1 of 17"):
+        compiled_backbone(np.ones((1, 17), np.int64), np.ones((1, 17), np.int64))
+
+
+def test_state_cache_meters_only_the_train_split(
+    encoder_dir: Path, encoder: tuple[torch.nn.Module, object], compiled_backbone: object
+) -> None:
+    from effc.runtime.read_task import load_task
+    from effc.runtime.read_train import EnergyLog, StateCache, tokenize
+
+    data = tokenize(load_task(encoder_dir / "task.json"), encoder[1])
+    energy = EnergyLog(on_gpu=False)
+    with StateCache(compiled_backbone, data, energy) as cache:
+        assert set(cache.seconds) == {"train", "dev", "test"}
+        assert energy.seconds == pytest.approx(cache.seconds["train"], abs=0.05)
+        savings = cache.savings(epochs=3)
+    assert savings["build_seconds"] == cache.seconds["train"]
+    assert savings["eval_build_seconds"] == cache.seconds["dev"] + cache.seconds["test"] > 0
+    assert savings["saved_seconds_estimate"] == 2 * cache.seconds["train"]
+
+
+def test_micro_batches_take_the_same_step() -> None:
+    from effc.runtime.read_train import Tokens, fit
+
+    rng = np.random.default_rng(0)
+    data = {"train": Tokens(np.zeros((10, 1), np.int64), np.ones((10, 1), np.int64), rng.integers(0, 2, 10))}
+    features = torch.from_numpy(rng.normal(size=(10, 6)).astype(np.float32))
+    trained = []
+    for micro_batch in (0, 3):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(6, 2)
+        result = fit(
+            list(layer.parameters()),
+            lambda rows, layer=layer: layer(features[rows]),
+            data,
+            lambda split: np.zeros(10, np.int64),
+            epochs=2,
+            lr=0.1,
+            batch_size=8,
+            seed=0,
+            eval_splits=(),
+            micro_batch=micro_batch,
+        )
+        trained.append((layer.state_dict(), [e.loss for e in result.epochs]))
+    for key, value in trained[0][0].items():
+        torch.testing.assert_close(trained[1][0][key], value, rtol=1e-5, atol=1e-6)
+    assert trained[1][1] == pytest.approx(trained[0][1], rel=1e-5)
+    torch.manual_seed(0)
+    assert not torch.equal(trained[0][0]["weight"], torch.nn.Linear(6, 2).weight.detach())  # it did train
 
 
 # --- save, load, merge ------------------------------------------------------------------------------

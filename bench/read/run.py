@@ -18,9 +18,13 @@ Each method runs in fresh processes, so the memory it reports is its own:
     weights). This is the CPU analogue of torch.cuda.max_memory_allocated.
   * train run: the full training with the default allocator; its peak RSS (VmHWM above the same
     baseline, code pages and allocator caches included) is reported as a second, cruder figure.
-Energy comes from `EnergyLog`: a RAPL/NVML counter when readable, else modeled from the process's CPU
-time at the host's TDP per core (labelled). READ's backbone is compiled once, by the parent (its time
-is reported apart). Results: bench/read/results/read.json and read.md, with the machine named.
+READ runs its side network in micro-batches (READ_MICRO_BATCH rows, gradients accumulated); full
+fine-tuning's memory with the same micro-batches is measured too. read-long is read-cached trained for
+LONG_EPOCHS epochs. Every child runs with OMP_WAIT_POLICY=PASSIVE. Energy comes from `EnergyLog`: a
+RAPL/NVML counter when readable, else modeled from the process's CPU time at the host's TDP per core
+(labelled); with cached states only the train split's backbone pass is training cost. READ's backbone
+is compiled once, by the parent (its time is reported apart). Results: bench/read/results/read.json
+and read.md, with the machine named.
 """
 
 from __future__ import annotations
@@ -51,11 +55,15 @@ from effc.runtime.read_task import load_task, read_config_fields
 from effc.runtime.read_train import EnergyLog, LiveStates, StateCache, Tokens, fit, tokenize, train
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("read", "read-cached", "full", "lora", "bitfit", "head")
+METHODS = ("read", "read-cached", "read-long", "full", "lora", "bitfit", "head")
+# read-long: read-cached trained for LONG_EPOCHS instead of the common epoch count (an extra, labelled row:
+# what READ gains from the longer schedule side networks are usually given, and what it costs).
+LONG_EPOCHS = 10
 # Learning rates tried per method by `--sweep` (picked on dev accuracy); READ live and cached train the
 # same network, so `read` uses `read-cached`'s pick. Without a sweep file, the middle value is used.
 LR_GRID = {
     "read-cached": (1e-3, 3e-3, 1e-2),
+    "read-long": (1e-3, 3e-3, 1e-2),
     "full": (2e-5, 5e-5, 1e-4),
     "lora": (5e-4, 1e-3, 3e-3),
     "bitfit": (1e-3, 3e-3, 1e-2),
@@ -65,6 +73,12 @@ MEMORY_ROWS = 256
 # glibc returns freed memory at once, so RSS follows what is allocated (memory runs only).
 MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_ARENA_MAX": "2"}
 LORA = {"r": 8, "lora_alpha": 8, "target_modules": ["query", "value"], "lora_dropout": 0.0}
+# READ's steps run the side network in micro-batches of this many rows (gradients accumulated: the same
+# step); its activations over tokens x layers are most of READ's memory once the backbone is cached.
+READ_MICRO_BATCH = 8
+# Every child: OpenMP threads sleep instead of spinning while they wait, so another job on the machine
+# does not turn waiting into process CPU time (which the energy model charges).
+CHILD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def model_dir() -> Path:
@@ -166,7 +180,9 @@ def batch(tokens: Tokens, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(tokens.input_ids[rows][:, :length]), torch.from_numpy(mask[:, :length])
 
 
-def run_baseline(method: str, task: Any, data: dict[str, Tokens], energy: EnergyLog) -> dict[str, Any]:
+def run_baseline(
+    method: str, task: Any, data: dict[str, Tokens], energy: EnergyLog, micro_batch: int = 0
+) -> dict[str, Any]:
     model = baseline(method, len(task.labels))
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -193,6 +209,7 @@ def run_baseline(method: str, task: Any, data: dict[str, Tokens], energy: Energy
         batch_size=task.batch_size,
         seed=task.seed,
         eval_splits=("dev", "test"),
+        micro_batch=micro_batch,
         energy=energy,
         log=_log,
     )
@@ -220,16 +237,17 @@ def run_read(
     model = ReadModel(None, config)  # the backbone runs compiled; no torch copy of it is loaded
     backbone = CompiledBackbone(vmfb, "llvm-cpu", task.batch_size, task.max_length)
     extra: dict[str, Any] = {}
-    if method == "read-cached":
+    if method != "read":  # read-cached, read-long
         with StateCache(backbone, data, energy) as cache:
             memory.count_mapping(vmfb)
             extra["cache_build_peak_mb"] = memory.new_phase()
             del backbone  # the epochs never call it
-            report = train(model, task, data, cache, energy=energy, log=_log)
+            report = train(model, task, data, cache, energy=energy, micro_batch=READ_MICRO_BATCH, log=_log)
             extra["epochs_peak_mb"] = memory.peak_mb()
             extra["cache"] = report.cache
     else:
-        report = train(model, task, data, LiveStates(backbone, data), energy=energy, log=_log)
+        states = LiveStates(backbone, data)
+        report = train(model, task, data, states, energy=energy, micro_batch=READ_MICRO_BATCH, log=_log)
         memory.count_mapping(vmfb)
     best = report.fit.epochs[report.fit.best_epoch - 1]
     return {
@@ -242,12 +260,14 @@ def run_read(
     }
 
 
-def child(method: str, phase: str, lr: float, task_path: Path, vmfb: Path, out: Path) -> None:
+def child(method: str, phase: str, lr: float, task_path: Path, vmfb: Path, out: Path, micro_batch: int) -> None:
     """One method and phase (`memory` or `train`) in this fresh process; writes its result as JSON."""
     from transformers import AutoTokenizer
 
     task = load_task(task_path)
     task.lr = lr
+    if method == "read-long":
+        task.epochs = LONG_EPOCHS
     data = tokenize(task, AutoTokenizer.from_pretrained(model_dir()))
     if phase == "memory":
         longest = np.argsort(-data["train"].attention_mask.sum(axis=1), kind="stable")[:MEMORY_ROWS]
@@ -260,7 +280,7 @@ def child(method: str, phase: str, lr: float, task_path: Path, vmfb: Path, out: 
     if method.startswith("read"):
         row = run_read(method, task, data, energy, vmfb, memory)
     else:
-        row = run_baseline(method, task, data, energy)
+        row = run_baseline(method, task, data, energy, micro_batch)
     peak = max(memory.peak_mb(), row.get("cache_build_peak_mb", 0.0))
     phase_peaks = ("cache_build_peak_mb", "epochs_peak_mb")  # read-cached's two phases
     if phase == "memory":
@@ -271,6 +291,7 @@ def child(method: str, phase: str, lr: float, task_path: Path, vmfb: Path, out: 
         row |= {
             "method": method,
             "lr": task.lr,
+            "epochs": task.epochs,
             "peak_rss_full_run_mb": memory.hwm_mb(),
             "cpu_seconds": energy.cpu_seconds,
             "energy_j": measured.energy_j,
@@ -321,12 +342,13 @@ class Runner:
             self.compile_seconds = time.perf_counter() - start
             print(f"compiled the tapped MiniLM backbone in {self.compile_seconds:.0f} s", flush=True)
 
-    def child(self, method: str, phase: str, lr: float) -> dict[str, Any]:
-        print(f"{method} ({phase} run, lr {lr:g}):", flush=True)
-        out = self.tmp / f"{method}-{phase}-{lr:g}.json"
+    def child(self, method: str, phase: str, lr: float, micro_batch: int = 0) -> dict[str, Any]:
+        print(f"{method} ({phase} run, lr {lr:g}{f', micro-batch {micro_batch}' if micro_batch else ''}):", flush=True)
+        out = self.tmp / f"{method}-{phase}-{lr:g}-{micro_batch}.json"
         command = ["-m", "effc.bench.read.run", "--child", method, "--phase", phase, "--lr", str(lr)]
         command += ["--task", str(self.task_path), "--vmfb", str(self.vmfb), "--out", str(out)]
-        env = os.environ | MEMORY_ENV if phase == "memory" else None
+        command += ["--micro-batch", str(micro_batch)]
+        env = os.environ | CHILD_ENV | (MEMORY_ENV if phase == "memory" else {})
         subprocess.run([sys.executable, *command], check=True, env=env)
         return json.loads(out.read_text())
 
@@ -334,9 +356,16 @@ class Runner:
 def sweep(methods: list[str], settings: dict[str, Any]) -> dict[str, Any]:
     """Train every method at each learning rate of its grid; the best dev accuracy picks its rate."""
     tuned = [m for m in methods if m in LR_GRID]
-    results: dict[str, list[dict[str, Any]]] = {}
+    path = RESULTS / "lr-sweep.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    # Methods not rerun keep their earlier results if those were for the same settings and grid.
+    results: dict[str, list[dict[str, Any]]] = {
+        m: rows
+        for m, rows in earlier.get("results", {}).items()
+        if earlier.get("task") == settings and m in LR_GRID and earlier["grid"].get(m) == list(LR_GRID[m])
+    }
     with tempfile.TemporaryDirectory(prefix="effc-bench-read-") as tmp:
-        runner = Runner(settings, Path(tmp), with_backbone="read-cached" in tuned)
+        runner = Runner(settings, Path(tmp), with_backbone=any(m.startswith("read") for m in tuned))
         for method in tuned:
             results[method] = [runner.child(method, "train", lr) for lr in LR_GRID[method]]
     best = {m: max(rows, key=lambda r: r["dev_accuracy"])["lr"] for m, rows in results.items()}
@@ -375,6 +404,8 @@ def parent(methods: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         runner = Runner(settings, Path(tmp), with_backbone=any(m.startswith("read") for m in methods))
         for method in methods:
             rows.append(runner.child(method, "memory", lrs[method]) | runner.child(method, "train", lrs[method]))
+        # Full fine-tuning with READ's micro-batches too, for the memory comparison at equal micro-batches.
+        full_micro = runner.child("full", "memory", lrs["full"], READ_MICRO_BATCH) if "full" in methods else {}
     task = load_task(runner.task_path)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -388,6 +419,9 @@ def parent(methods: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         "learning_rates": lr_source,
         "sweep_test_accuracy": sweep_test,
         "backbone_compile_seconds": runner.compile_seconds,
+        "read_micro_batch": READ_MICRO_BATCH,
+        "child_env": CHILD_ENV,
+        "full_micro_batch_peak_mb": full_micro.get("peak_train_memory_mb"),
         "memory_measure": (
             f"peak anonymous RSS (sampled every 2 ms, glibc releasing freed memory at once) plus the compiled "
             f"backbone's resident file mapping, over {MEMORY_ROWS // 32} steps on the {MEMORY_ROWS} longest "
@@ -433,12 +467,16 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({machine['torch_threads']} "
         f"threads), CPU only, {report['date']}. The machine was shared (load average {load[0][0]:.1f} before, "
-        f"{load[1][0]:.1f} after), so wall times are noisy; CPU time and the energy model are per process.",
+        f"{load[1][0]:.1f} after), so wall times are noisy; CPU time and the energy model are per process. "
+        f"Every run had {report.get('child_env', {})} (waiting OpenMP threads sleep instead of spinning, so "
+        "another job's load is not charged as this run's CPU time).",
         "",
         f"Data: {report['split_sizes']} sentences, a seeded sample of {task['max_examples']} of the corpus's "
         f"unique review sentences ({report['rows_dropped']} plot summaries and duplicates dropped); max length "
         f"{task['max_length']}, batch {task['batch_size']}, {task['epochs']} epochs; test accuracy at the best dev "
-        f"epoch. READ: GRU width {task['read']['hidden_size']}, {task['read']['aggregation']} over layers. "
+        f"epoch. READ: GRU width {task['read']['hidden_size']}, {task['read']['aggregation']} over layers, "
+        f"micro-batches of {report.get('read_micro_batch', 0)} rows (gradients accumulated; the same step); "
+        f"read-long is read-cached trained for {LONG_EPOCHS} epochs (its own lr sweep), an extra row. "
         f"LoRA: {report['lora']}. Learning rates: {report['learning_rates']}. READ's backbone was compiled once by "
         f"IREE in {report['backbone_compile_seconds']:.0f} s, not counted below.",
         "",
@@ -446,8 +484,9 @@ def markdown(report: dict[str, Any]) -> str:
         "with the default allocator, code pages and allocator caches included.",
         "",
         f"Energy: {rows[next(iter(rows))]['energy_source']}: {rows[next(iter(rows))]['energy_note']} "
-        "(figures per method in read.json). Train time and energy cover training steps and the cache build, "
-        "not evaluation.",
+        "(figures per method in read.json). Train time and energy cover the training steps of every epoch run "
+        "and, with cached states, the backbone pass over the train split; evaluation (dev/test predictions, "
+        "and the dev/test backbone passes of the cache) is not counted.",
         "",
         "Test accuracy from the sweep's run of the same setting is shown beside it: the methods that run the "
         "encoder in PyTorch did not repeat bit for bit between runs on this CPU (READ, whose backbone runs in "
@@ -474,12 +513,25 @@ def markdown(report: dict[str, Any]) -> str:
         cache = cached["cache"]
         lines += [
             "",
-            f"read-cached: one backbone pass over all splits took {cache['build_seconds']:.0f} s and wrote "
+            f"read-cached: the backbone pass over the train split took {cache['build_seconds']:.0f} s (training "
+            f"cost), over dev and test {cache['eval_build_seconds']:.0f} s (evaluation); real tokens only, "
             f"{cache['bytes'] / 1e6:.0f} MB of state files (read back with pread, so they sit in the page cache, "
             f"not in the process). Peak memory while the backbone ran: {cached['cache_build_peak_mb']:.0f} MB; "
             f"during the epochs, with the backbone released: {cached['epochs_peak_mb']:.0f} MB (the GRU's "
             f"activations over batch x tokens x layers). Rerunning the backbone every epoch would have cost about "
             f"{cache['saved_seconds_estimate']:.0f} s more.",
+        ]
+    if report.get("full_micro_batch_peak_mb") and full:
+        lines += [
+            "",
+            f"Full fine-tuning with the same micro-batches of {report['read_micro_batch']} rows peaks at "
+            f"{report['full_micro_batch_peak_mb']:.0f} MB (same measure); READ's memory reductions against that: "
+            + ", ".join(
+                f"{m} {100 * (1 - r['peak_train_memory_mb'] / report['full_micro_batch_peak_mb']):.0f}%"
+                for m, r in rows.items()
+                if m.startswith("read")
+            )
+            + ".",
         ]
     if full and "read" in rows:
         lines += ["", "## The issue's aims", "", *aims(rows)]
@@ -546,11 +598,12 @@ def main() -> int:
     parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--vmfb", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--micro-batch", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if args.child:
-        child(args.child, args.phase, args.lr, args.task, args.vmfb, args.out)
+        child(args.child, args.phase, args.lr, args.task, args.vmfb, args.out, args.micro_batch)
         return 0
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
