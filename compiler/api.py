@@ -19,6 +19,7 @@ from effc.compiler.importer import Attention, import_model, resolve_attention
 from effc.compiler.input_spec import InputSpec, parse_input_spec
 from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, RUNTIME_DEVICE, check_target, compile_mlir
 from effc.compiler.loader import LoadedModel, load_model
+from effc.compiler.parameters import externalize, write_archive
 from effc.compiler.progress import Stages
 from effc.runtime.runner import relative_error, run_vmfb
 
@@ -37,6 +38,7 @@ class CompiledModel:
     example_inputs: tuple[torch.Tensor, ...]
     reference: torch.nn.Module | None = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
+    parameters: Path | None = None
 
     @property
     def device(self) -> str:
@@ -50,7 +52,9 @@ class CompiledModel:
         if self.vmfb is None:
             raise EffcError(f"'{self.name}' was compiled with emit != vmfb; there is no module to run")
         arrays = [np.asarray(x.detach().numpy() if isinstance(x, torch.Tensor) else x) for x in inputs]
-        return run_vmfb(self.vmfb, arrays or self.numpy_inputs(), device=device or self.device)
+        return run_vmfb(
+            self.vmfb, arrays or self.numpy_inputs(), device=device or self.device, parameters=self.parameters
+        )
 
     def reference_outputs(self, *inputs: torch.Tensor) -> list[np.ndarray]:
         """torch eager outputs on the same inputs, flattened like the compiled module's results."""
@@ -85,13 +89,17 @@ def compile_model(
     attention: Attention = "auto",
     emit: Emit = "vmfb",
     iree_flags: tuple[str, ...] = (),
+    parameters: str | Path | None = None,
     save_temps: str | Path | None = None,
     trust_pickle: bool = False,
     progress: bool = False,
     print_ir_after_all: bool = False,
     print_ir_after_change: bool = False,
 ) -> CompiledModel:
-    """Compile `model` (a module, ExportedProgram, LoadedModel or MODEL spec string) for `target`."""
+    """Compile `model` (a module, ExportedProgram, LoadedModel or MODEL spec string) for `target`.
+
+    With `parameters`, weights go to that IREE parameter archive instead of into the module.
+    """
     check_target(target)
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
     stages = Stages(enabled=progress)
@@ -123,13 +131,29 @@ def compile_model(
     if temps is not None:
         (temps / "02-after-passes.mlir").write_text(mlir)
     vmfb = None
+    archive = Path(parameters) if parameters is not None else None
     if emit == "vmfb":
         with stages.stage(f"IREE compile for {target}"):
+            external = externalize(mlir) if archive is not None else None
             vmfb = compile_mlir(
-                mlir, target=target, cuda_arch=cuda_arch, extra_flags=list(iree_flags), save_temps=temps
+                external.text if external else mlir,
+                target=target,
+                cuda_arch=cuda_arch,
+                extra_flags=list(iree_flags),
+                save_temps=temps,
             )
+        if external is not None and archive is not None:
+            with stages.stage("write parameter archive"):
+                write_archive(external.parameters, archive)
     return CompiledModel(
-        loaded.name, target, mlir, vmfb, imported.example_inputs, imported.reference, dict(stages.timings)
+        loaded.name,
+        target,
+        mlir,
+        vmfb,
+        imported.example_inputs,
+        imported.reference,
+        dict(stages.timings),
+        archive if vmfb is not None else None,
     )
 
 

@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="print the IR only after passes that change it",
     )
+    parser.add_argument(
+        "--params",
+        metavar="FILE.irpa",
+        help="keep the weights out of the module, in this IREE parameter archive (run with --params too)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the compile summary as JSON")
     parser.set_defaults(handler=run)
 
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline=args.pass_pipeline,
         emit=args.emit,
         save_temps=args.save_temps,
+        parameters=args.params,
         progress=True,
         print_ir_after_all=args.mlir_print_ir_after_all,
         print_ir_after_change=args.mlir_print_ir_after_change,
@@ -145,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         verdict = "[green]ok[/green]" if worst <= 1e-4 else "[red]MISMATCH[/red]"
         console.print(f"check: {len(errors)} output(s), max relative error vs torch eager {worst:.2e} {verdict}")
     console.print(f"wrote {output} ({summary['output_bytes'] / 1e6:.1f} MB)")
+    if compiled.parameters is not None:
+        summary["parameters"] = str(compiled.parameters.resolve())
+        console.print(f"weights in {compiled.parameters} ({compiled.parameters.stat().st_size / 1e6:.1f} MB)")
     if args.save_temps:
         console.print(f"intermediate files in {Path(args.save_temps).resolve()}")
     if args.json:

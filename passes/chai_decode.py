@@ -72,7 +72,7 @@ class Prefill(_Decoder):
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         group = self.heads // self.kv_heads
-        positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
 
         def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             scale = self.inner.layers[index].self_attn.scaling
@@ -95,7 +95,9 @@ class DecodeStep(_Decoder):
         k_caches, v_caches = caches[:count], caches[count:]
         group = self.heads // self.kv_heads
         length = k_caches[0].shape[2]
-        valid = torch.cat([torch.arange(length) < position, torch.ones(1, dtype=torch.bool)]).view(1, 1, 1, length + 1)
+        device = position.device
+        past = torch.arange(length, device=device) < position
+        valid = torch.cat([past, torch.ones(1, dtype=torch.bool, device=device)]).view(1, 1, 1, length + 1)
 
         def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             scale = self.inner.layers[index].self_attn.scaling

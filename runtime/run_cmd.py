@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--function", default="main", help="function to call (default: main)")
     parser.add_argument(
+        "--params", metavar="FILE.irpa", help="the parameter archive of a module compiled with --params"
+    )
+    parser.add_argument(
         "-o", "--output-dir", default=".", help="where output_<i>.npy files go (default: current directory)"
     )
     parser.set_defaults(handler=run)
@@ -70,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if not module.is_file():
         raise EffcError(f"module '{module}' not found; compile one with `effc compile MODEL -o {module.name}`")
     inputs = [parse_value(text, i) for i, text in enumerate(args.input)]
-    outputs = run_vmfb(module, inputs, device=args.device, function=args.function)
+    params = Path(args.params) if args.params else None
+    if params is not None and not params.is_file():
+        raise EffcError(f"parameter archive '{params}' not found; it is written by `effc compile --params {params}`")
+    outputs = run_vmfb(module, inputs, device=args.device, function=args.function, parameters=params)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(highlight=False)

@@ -17,15 +17,26 @@ from pathlib import Path
 import numpy as np
 
 from effc.compiler.errors import EffcError
+from effc.compiler.parameters import SCOPE
 
 DRIVERS = ("local-task", "local-sync", "cuda")
 
 
 def run_vmfb(
-    vmfb: bytes | Path, inputs: Sequence[np.ndarray], *, device: str = "local-task", function: str = "main"
+    vmfb: bytes | Path,
+    inputs: Sequence[np.ndarray],
+    *,
+    device: str = "local-task",
+    function: str = "main",
+    parameters: Path | None = None,
 ) -> list[np.ndarray]:
-    """Call `function` of a compiled module on `device` and return its outputs as numpy arrays."""
+    """Call `function` of a compiled module on `device` and return its outputs as numpy arrays.
+
+    `parameters` is the IREE parameter archive of a module compiled with external weights.
+    """
     import iree.runtime as rt
+
+    from effc.compiler.parameters import load_provider
 
     try:
         config = rt.Config(device)
@@ -35,11 +46,18 @@ def run_vmfb(
             f"use one of: {', '.join(rt.query_available_drivers())}"
         ) from None
     context = rt.SystemContext(config=config)
+    if parameters is not None:
+        context.add_vm_module(rt.create_io_parameters_module(context.instance, load_provider(parameters)))
     data = vmfb.read_bytes() if isinstance(vmfb, Path) else vmfb
     try:
         context.add_vm_module(rt.VmModule.copy_buffer(context.instance, data))
-    except RuntimeError as err:
-        raise EffcError(f"cannot load the compiled module: {str(err).splitlines()[0]}; recompile it") from None
+    except (RuntimeError, ValueError) as err:
+        hint = (
+            "it was compiled with external weights: pass its archive with --params FILE.irpa"
+            if parameters is None and "io_parameters" in str(err)
+            else "recompile it"
+        )
+        raise EffcError(f"cannot load the compiled module: {str(err).splitlines()[0]}; {hint}") from None
     module = context.modules.module
     if function not in module.vm_module.function_names:
         names = ", ".join(module.vm_module.function_names)
@@ -78,6 +96,7 @@ def benchmark_vmfb(
     function: str = "main",
     repetitions: int = 10,
     timeout_s: float = 600,
+    parameters: Path | None = None,
 ) -> BenchmarkResult:
     """Median wall time per call over `repetitions` runs of iree-benchmark-module."""
     from iree.runtime.benchmark import benchmark_exe
@@ -91,6 +110,7 @@ def benchmark_vmfb(
         out = Path(tmp) / "result.json"
         command = [
             benchmark_exe(),
+            *([f"--parameters={SCOPE}={parameters}"] if parameters is not None else []),
             f"--module={vmfb_path}",
             f"--device={device}",
             f"--function={function}",
