@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from effc.compiler.errors import EffcError
 from effc.runtime.energy import Measurement, MeterUnavailable, modeled, open_meter
 from effc.runtime.read import ReadModel
 from effc.runtime.read_compile import CompiledBackbone
@@ -335,8 +336,10 @@ def train(
 
     The model keeps the weights of its best dev epoch; the test split is scored once, with them.
     Pass the `energy` log that metered the `StateCache` build so the report covers both; `micro_batch`
-    (rows per part, 0: whole batches) bounds the side network's activation memory.
+    (rows per part, 0: whole batches; cached states only) bounds the side network's activation memory.
     """
+    if micro_batch and isinstance(states, LiveStates):
+        raise EffcError("micro-batches need cached states: live states would run the backbone once per part")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     energy = energy or EnergyLog(on_gpu=device.startswith("cuda"))
     head = model.read.to(device).train()

@@ -292,6 +292,19 @@ def test_state_cache_meters_only_the_train_split(
     assert savings["saved_seconds_estimate"] == 2 * cache.seconds["train"]
 
 
+def test_micro_batches_refuse_live_states(
+    encoder_dir: Path, encoder: tuple[torch.nn.Module, object], compiled_backbone: object
+) -> None:
+    from effc.runtime.read_task import load_task, read_config_fields
+    from effc.runtime.read_train import LiveStates, tokenize, train
+
+    task = load_task(encoder_dir / "task.json")
+    data = tokenize(task, encoder[1])
+    model = attach(encoder[0], ReadConfig(**read_config_fields(task)))
+    with pytest.raises(EffcError, match="micro-batches need cached states"):
+        train(model, task, data, LiveStates(compiled_backbone, data), micro_batch=4)
+
+
 def test_micro_batches_take_the_same_step() -> None:
     from effc.runtime.read_train import Tokens, fit
 

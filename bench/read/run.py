@@ -73,7 +73,7 @@ MEMORY_ROWS = 256
 # glibc returns freed memory at once, so RSS follows what is allocated (memory runs only).
 MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_ARENA_MAX": "2"}
 LORA = {"r": 8, "lora_alpha": 8, "target_modules": ["query", "value"], "lora_dropout": 0.0}
-# READ's steps run the side network in micro-batches of this many rows (gradients accumulated: the same
+# Cached READ's steps run the side network in micro-batches of this many rows (gradients accumulated: the same
 # step); its activations over tokens x layers are most of READ's memory once the backbone is cached.
 READ_MICRO_BATCH = 8
 # Every child: OpenMP threads sleep instead of spinning while they wait, so another job on the machine
@@ -247,7 +247,7 @@ def run_read(
             extra["cache"] = report.cache
     else:
         states = LiveStates(backbone, data)
-        report = train(model, task, data, states, energy=energy, micro_batch=READ_MICRO_BATCH, log=_log)
+        report = train(model, task, data, states, energy=energy, log=_log)  # whole batches: one backbone call
         memory.count_mapping(vmfb)
     best = report.fit.epochs[report.fit.best_epoch - 1]
     return {
@@ -393,19 +393,28 @@ def sweep_test_accuracy(settings: dict[str, Any], lrs: dict[str, float]) -> dict
     return {m: r["test_accuracy"] for m, rs in swept["results"].items() for r in rs if r["lr"] == lrs[m]}
 
 
-def parent(methods: list[str], settings: dict[str, Any]) -> dict[str, Any]:
+def parent(methods: list[str], settings: dict[str, Any], keep: bool = False) -> dict[str, Any]:
     from effc.runtime.benchmark import machine_description
 
     lrs, lr_source = chosen_learning_rates(settings)
     sweep_test = sweep_test_accuracy(settings, lrs)
     load_before = os.getloadavg()
     rows = []
+    earlier = json.loads((RESULTS / "read.json").read_text()) if keep and (RESULTS / "read.json").exists() else {}
+    kept = [r for r in earlier.get("results", []) if earlier.get("task") == settings and r["method"] not in methods]
     with tempfile.TemporaryDirectory(prefix="effc-bench-read-") as tmp:
         runner = Runner(settings, Path(tmp), with_backbone=any(m.startswith("read") for m in methods))
         for method in methods:
             rows.append(runner.child(method, "memory", lrs[method]) | runner.child(method, "train", lrs[method]))
         # Full fine-tuning with READ's micro-batches too, for the memory comparison at equal micro-batches.
         full_micro = runner.child("full", "memory", lrs["full"], READ_MICRO_BATCH) if "full" in methods else {}
+    if kept:  # --keep: rows of methods not rerun come from the earlier run, which is named
+        rows = [
+            next((r for r in rows if r["method"] == m), None) or next(r for r in kept if r["method"] == m)
+            for m in METHODS
+            if any(r["method"] == m for r in rows + kept)
+        ]
+        full_micro = full_micro or {"peak_train_memory_mb": earlier.get("full_micro_batch_peak_mb")}
     task = load_task(runner.task_path)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -422,6 +431,7 @@ def parent(methods: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         "read_micro_batch": READ_MICRO_BATCH,
         "child_env": CHILD_ENV,
         "full_micro_batch_peak_mb": full_micro.get("peak_train_memory_mb"),
+        "kept_from_earlier_run": {"date": earlier["date"], "methods": [r["method"] for r in kept]} if kept else {},
         "memory_measure": (
             f"peak anonymous RSS (sampled every 2 ms, glibc releasing freed memory at once) plus the compiled "
             f"backbone's resident file mapping, over {MEMORY_ROWS // 32} steps on the {MEMORY_ROWS} longest "
@@ -475,7 +485,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"unique review sentences ({report['rows_dropped']} plot summaries and duplicates dropped); max length "
         f"{task['max_length']}, batch {task['batch_size']}, {task['epochs']} epochs; test accuracy at the best dev "
         f"epoch. READ: GRU width {task['read']['hidden_size']}, {task['read']['aggregation']} over layers, "
-        f"micro-batches of {report.get('read_micro_batch', 0)} rows (gradients accumulated; the same step); "
+        f"cached READ in micro-batches of {report.get('read_micro_batch', 0)} rows (gradients accumulated; the "
+        "same step; live READ in whole batches, one backbone call each); "
         f"read-long is read-cached trained for {LONG_EPOCHS} epochs (its own lr sweep), an extra row. "
         f"LoRA: {report['lora']}. Learning rates: {report['learning_rates']}. READ's backbone was compiled once by "
         f"IREE in {report['backbone_compile_seconds']:.0f} s, not counted below.",
@@ -521,6 +532,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"activations over batch x tokens x layers). Rerunning the backbone every epoch would have cost about "
             f"{cache['saved_seconds_estimate']:.0f} s more.",
         ]
+    if report.get("kept_from_earlier_run"):
+        kept = report["kept_from_earlier_run"]
+        lines += ["", f"Rows of {', '.join(kept['methods'])} come from the run of {kept['date']} (same settings)."]
     if report.get("full_micro_batch_peak_mb") and full:
         lines += [
             "",
@@ -592,6 +606,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep read.json's rows (same settings) of the methods not rerun"
+    )
     parser.add_argument("--sweep", action="store_true", help="only run the learning-rate sweep (lr-sweep.json/md)")
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=("memory", "train"), help=argparse.SUPPRESS)
@@ -616,7 +633,7 @@ def main() -> int:
         write_atomic(RESULTS / "lr-sweep.md", sweep_markdown(swept))
         print(sweep_markdown(swept))
         return 0
-    report = parent(methods, settings)
+    report = parent(methods, settings, args.keep)
     write_atomic(RESULTS / "read.json", json.dumps(report, indent=2) + "\n")
     write_atomic(RESULTS / "read.md", markdown(report))
     print(markdown(report))
