@@ -39,6 +39,7 @@ class CompiledModel:
     reference: torch.nn.Module | None = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
     parameters: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def device(self) -> str:
@@ -89,6 +90,7 @@ def compile_model(
     attention: Attention = "auto",
     emit: Emit = "vmfb",
     iree_flags: tuple[str, ...] = (),
+    optional_iree_flags: tuple[str, ...] = (),
     parameters: str | Path | None = None,
     save_temps: str | Path | None = None,
     trust_pickle: bool = False,
@@ -99,6 +101,8 @@ def compile_model(
     """Compile `model` (a module, ExportedProgram, LoadedModel or MODEL spec string) for `target`.
 
     With `parameters`, weights go to that IREE parameter archive instead of into the module.
+    `optional_iree_flags` are tried first and dropped, with a note, if iree-compile fails with them (`-O`
+    uses this for options that IREE cannot apply to every graph).
     """
     check_target(target)
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
@@ -109,7 +113,7 @@ def compile_model(
     with stages.stage("load model"):
         loaded = _as_loaded(model, example_inputs, trust_pickle=trust_pickle)
     with stages.stage("export and import to torch-mlir"):
-        imported = import_model(loaded, specs, attention=resolve_attention(attention, target))
+        imported = import_model(loaded, specs, attention=resolve_attention(attention, target, loaded))
         if temps is not None:
             (temps / "01-imported.mlir").write_text(str(imported.module))
     if pipeline:
@@ -135,13 +139,20 @@ def compile_model(
     if emit == "vmfb":
         with stages.stage(f"IREE compile for {target}"):
             external = externalize(mlir) if archive is not None else None
-            vmfb = compile_mlir(
-                external.text if external else mlir,
-                target=target,
-                cuda_arch=cuda_arch,
-                extra_flags=list(iree_flags),
-                save_temps=temps,
-            )
+            text = external.text if external else mlir
+
+            def iree(flags: tuple[str, ...]) -> bytes:
+                return compile_mlir(text, target=target, cuda_arch=cuda_arch, extra_flags=list(flags), save_temps=temps)
+
+            try:
+                vmfb = iree((*iree_flags, *optional_iree_flags))
+            except EffcError as err:
+                if not optional_iree_flags:
+                    raise
+                stages.note(
+                    f"iree-compile failed with {' '.join(optional_iree_flags)} ({err.message}); compiled without them"
+                )
+                vmfb = iree(iree_flags)
         if external is not None and archive is not None:
             with stages.stage("write parameter archive"):
                 write_archive(external.parameters, archive)
@@ -154,6 +165,7 @@ def compile_model(
         imported.reference,
         dict(stages.timings),
         archive if vmfb is not None else None,
+        stages.notes,
     )
 
 

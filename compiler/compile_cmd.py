@@ -110,6 +110,7 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         "cuda_arch": args.cuda_arch,
         "attention": args.attention if args.attention != "auto" else base.get("attention", "auto"),
         "iree_flags": (*base.get("iree_flags", ()), *args.iree_flag),
+        "optional_iree_flags": base.get("optional_iree_flags", ()),
         "trust_pickle": args.trust_pickle,
     }
 
@@ -142,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "output_bytes": output.stat().st_size,
         "inputs": [f"{'x'.join(map(str, t.shape))}x{t.dtype}".replace("torch.", "") for t in compiled.example_inputs],
         "stage_seconds": {k: round(v, 3) for k, v in compiled.timings.items()},
+        "notes": compiled.notes,
     }
     console = Console(highlight=False)
     if args.check:

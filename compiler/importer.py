@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch_mlir import ir
@@ -27,13 +27,38 @@ from effc.compiler.mlir_context import new_context, parse_module
 
 Attention = Literal["auto", "fused", "decomposed"]
 
-# Measured: IREE's fused attention is 1.77x faster on an H200, 0.77x on a 2-core CPU (MiniLM, seq 128).
-DEFAULT_ATTENTION = {"llvm-cpu": "decomposed", "cuda": "fused"}
+# `--attention auto`, measured (bench/perf/NOTES.md): on a 2-core CPU the decomposed form was faster (MiniLM,
+# seq 128: 0.77x fused). On an H200, IREE 3.13's fused attention was faster in f16/bf16 (block: 0.333 vs
+# 0.340 ms with -O; 0.308 vs 0.545 ms in bf16 earlier) but 2x slower in f32 (19.7 vs 9.6 ms).
+HALF_PRECISION = (torch.float16, torch.bfloat16)
 
-TORCH_BACKEND_PIPELINE = (
-    "builtin.module(func.func(torch-match-quantized-custom-ops),"
-    "torchdynamo-export-to-torch-backend-pipeline{ extra-library=})"
-)
+
+def torch_backend_pipeline(attention: Literal["fused", "decomposed"]) -> str:
+    """torch-mlir's lowering to its backend contract; with fused attention, sdpa is a legal op there, because
+    torch-mlir otherwise decomposes an sdpa that has neither a mask nor is_causal."""
+    legal = " backend-legal-ops=aten.scaled_dot_product_attention" if attention == "fused" else ""
+    return (
+        "builtin.module(func.func(torch-match-quantized-custom-ops),"
+        f"torchdynamo-export-to-torch-backend-pipeline{{ extra-library={legal}}})"
+    )
+
+
+def decomposition_table(attention: Literal["fused", "decomposed"]) -> dict[Any, Any]:
+    """torch-mlir's decompositions; with fused attention, sdpa stays whole unless its query has one row.
+
+    A decode step's attention (one query row) is always decomposed: on an H200, IREE's fused attention
+    made the SmolLM2 decode step 3x slower than the decomposed form (bench/perf/NOTES.md).
+    """
+    table = get_decomposition_table()
+    if attention == "decomposed":
+        return table
+    sdpa = torch.ops.aten.scaled_dot_product_attention.default
+    decompose = table[sdpa]
+
+    def single_query_only(query: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return decompose(query, *args, **kwargs) if query.shape[-2] == 1 else NotImplemented
+
+    return table | {sdpa: single_query_only}
 
 
 @dataclass
@@ -46,8 +71,20 @@ class ImportedModel:
     reference: torch.nn.Module | None
 
 
-def resolve_attention(attention: Attention, target: str) -> Literal["fused", "decomposed"]:
-    return DEFAULT_ATTENTION.get(target, "decomposed") if attention == "auto" else attention  # type: ignore[return-value]
+def resolve_attention(
+    attention: Attention, target: str, loaded: LoadedModel | None = None
+) -> Literal["fused", "decomposed"]:
+    """`auto`: fused only on CUDA for a half-precision model (see the measurements above)."""
+    if attention != "auto":
+        return attention
+    return "fused" if target == "cuda" and floating_dtype(loaded) in HALF_PRECISION else "decomposed"
+
+
+def floating_dtype(loaded: LoadedModel | None) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (f32 when it has none or is MLIR text)."""
+    module = loaded.module if loaded is not None else None
+    params = module.parameters() if module is not None else iter(())
+    return next((p.dtype for p in params if p.is_floating_point()), torch.float32)
 
 
 def example_inputs_for(loaded: LoadedModel, specs: tuple[InputSpec, ...]) -> tuple[torch.Tensor, ...]:
@@ -91,12 +128,9 @@ def import_program(
     program: torch.export.ExportedProgram, *, attention: Literal["fused", "decomposed"], name: str = "main"
 ) -> tuple[ir.Module, ir.Context]:
     """FX-import an ExportedProgram and lower it to torch-mlir's value-semantic backend contract."""
-    table = get_decomposition_table()
-    if attention == "fused":
-        table = {op: fn for op, fn in table.items() if "scaled_dot_product" not in str(op)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        program = program.run_decompositions(table)
+        program = program.run_decompositions(decomposition_table(attention))
     state = program.state_dict
     for buffer in program.graph_signature.non_persistent_buffers:
         state[buffer] = program.constants[buffer]
@@ -106,7 +140,9 @@ def import_program(
     module = importer.module
     _check_no_unknown_ops(module)
     try:
-        run_pipeline_with_repro_report(module, TORCH_BACKEND_PIPELINE, "Lowering TorchFX IR -> Torch Backend IR")
+        run_pipeline_with_repro_report(
+            module, torch_backend_pipeline(attention), "Lowering TorchFX IR -> Torch Backend IR"
+        )
     except TorchMlirCompilerError as err:
         diagnostics = [line for line in str(err).splitlines() if "error:" in line]
         summary = diagnostics[0].split("error:", 1)[1].strip() if diagnostics else first_line(err)

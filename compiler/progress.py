@@ -20,6 +20,13 @@ class Stages:
         self.enabled = enabled
         self.console = Console(stderr=True, highlight=False)
         self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        """Something the user should know that is not an error (kept in `notes` for JSON summaries)."""
+        self.notes.append(message)
+        if self.enabled:
+            self.console.print(f"[yellow]note:[/yellow] {message}")
 
     @contextmanager
     def stage(self, label: str) -> Iterator[None]:

@@ -41,12 +41,8 @@ def register(subparsers: Any) -> None:
         metavar="PIPELINE",
         help="textual pipeline, e.g. 'builtin.module(canonicalize,func.func(cse))'; none: parse and print",
     )
-    parser.add_argument(
-        "--list-passes", action="store_true", help="list effc passes with their options, then exit"
-    )
-    parser.add_argument(
-        "--dump-pass-pipeline", action="store_true", help="print the PassManager's pipeline to stderr"
-    )
+    parser.add_argument("--list-passes", action="store_true", help="list effc passes with their options, then exit")
+    parser.add_argument("--dump-pass-pipeline", action="store_true", help="print the PassManager's pipeline to stderr")
     parser.add_argument(
         "--split-input-file",
         action="store_true",
@@ -96,11 +92,7 @@ def run(args: argparse.Namespace) -> int:
     )
     ctx = new_context()
     # Built before reading the input, so pipeline errors come first (and once, not per chunk).
-    pm = (
-        pl.build_pass_manager(args.pass_pipeline, context=ctx, printing=printing)
-        if args.pass_pipeline
-        else None
-    )
+    pm = pl.build_pass_manager(args.pass_pipeline, context=ctx, printing=printing) if args.pass_pipeline else None
     if args.dump_pass_pipeline:
         sys.stderr.write(f"{pm if pm is not None else f'{pl.ROOT_ANCHOR}()'}\n")
     text, source_name = _read_input(args.input)
@@ -112,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
         if args.verify_diagnostics:
             from effc.passes import diagnostics
 
-            problems = diagnostics.verify(
-                diagnostics.parse_expectations(chunk, first_line), result.diagnostics
-            )
+            problems = diagnostics.verify(diagnostics.parse_expectations(chunk, first_line), result.diagnostics)
             _report(problems, source_name, text)
             failed += bool(problems)
         else:

@@ -147,8 +147,7 @@ class _Parser:
         self.skip_space()
         if self.peek() != "(":
             raise self.fail(
-                f"expected the pipeline to be wrapped in its anchor op, e.g. "
-                f"'{ROOT_ANCHOR}({self.text.strip()})'",
+                f"expected the pipeline to be wrapped in its anchor op, e.g. '{ROOT_ANCHOR}({self.text.strip()})'",
                 start,
             )
         root = self.nested(anchor, start)
@@ -444,17 +443,11 @@ def _explain_upstream(pipeline: Pipeline, spec: PassSpec, message: str, ctx: ir.
     if "does not refer to a registered pass or pass pipeline" in message:
         close = _close_pass_names(spec.name, ctx)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        return pipeline.error(
-            spec.offset, f"unknown pass '{spec.name}'{hint} (effc passes: 'effc opt --list-passes')"
-        )
+        return pipeline.error(spec.offset, f"unknown pass '{spec.name}'{hint} (effc passes: 'effc opt --list-passes')")
     restricted = re.search(r"restricted to '([^']+)' on a PassManager intended to run on '([^']+)'", message)
     if restricted:
         op_name, anchor = restricted.groups()
-        fix = (
-            f"move it out of '{anchor}(...)'"
-            if op_name == ROOT_ANCHOR
-            else f"nest it: {op_name}({spec.text})"
-        )
+        fix = f"move it out of '{anchor}(...)'" if op_name == ROOT_ANCHOR else f"nest it: {op_name}({spec.text})"
         return pipeline.error(spec.offset, f"pass '{spec.name}' runs on '{op_name}', not '{anchor}'; {fix}")
     no_option = re.search(r"no such option (\S+)", message)
     if no_option:
@@ -466,9 +459,7 @@ def _explain_upstream(pipeline: Pipeline, spec: PassSpec, message: str, ctx: ir.
     bad_value = re.search(r"for the --(\S+) option: (.*)", message)
     if bad_value:
         offset = next((o.offset for o in spec.options if o.key == bad_value[1]), spec.offset)
-        return pipeline.error(
-            offset, f"invalid value for option '{bad_value[1]}' of '{spec.name}': {bad_value[2]}"
-        )
+        return pipeline.error(offset, f"invalid value for option '{bad_value[1]}' of '{spec.name}': {bad_value[2]}")
     reason = " ".join(message.split())
     return pipeline.error(spec.offset, f"MLIR rejected '{spec.text}': {reason}")
 

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, trust_pickle=args.trust_pickle)
     with stages.stage("export and import to torch-mlir"):
         specs = tuple(parse_input_spec(s) for s in args.input)
-        imported = import_model(loaded, specs, attention=resolve_attention(args.attention, args.target))
+        imported = import_model(loaded, specs, attention=resolve_attention(args.attention, args.target, loaded))
     module = imported.module
     if args.pass_pipeline:
         from effc.passes import run as run_pipeline

@@ -94,6 +94,10 @@ class SideNetwork(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.rnn = nn.GRU(width, hidden_size)  # time-major: the time axis is depth
         self.out = nn.Linear(hidden_size, width)
+        # Zero-initialised like LoRA's B: training starts from the frozen backbone's own features (a random
+        # correction would first have to be unlearned) and the GRU learns only what improves on them.
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """(L, B, T, d) layer outputs → (B, T, d); every token position is one length-L sequence."""

@@ -36,7 +36,7 @@ def import_tapped(backbone: nn.Module, example: tuple[torch.Tensor, torch.Tensor
 
     layers = backbone.config.num_hidden_layers
     loaded = LoadedModel(type(backbone).__name__, module=EncoderWrapper(backbone).eval(), example_inputs=example)
-    imported = import_model(loaded, (), attention=resolve_attention("auto", target))
+    imported = import_model(loaded, (), attention=resolve_attention("auto", target, loaded))
     with imported.context:  # applied directly: a failure is an EffcError naming what was found
         ReadTapsPass(expect_layers=layers).apply(imported.module.operation)
     return imported

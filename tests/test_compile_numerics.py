@@ -63,3 +63,47 @@ def test_save_writes_a_loadable_module(tmp_path: Path) -> None:
 
     (out,) = run_vmfb(path, [inputs[0].numpy()])
     np.testing.assert_allclose(out, compiled.run()[0], rtol=0, atol=0)
+
+
+class _Attention(torch.nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize(("query_rows", "kept"), [(4, True), (1, False)])
+def test_fused_keeps_sdpa_except_single_query(query_rows: int, kept: bool) -> None:
+    """No mask and no is_causal (torch-mlir would decompose it); a decode step's one-row query decomposes."""
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, query_rows, 8, generator=generator)
+    k, v = torch.randn(2, 1, 2, 6, 8, generator=generator)
+    compiled = effc.compile(_Attention(), (q, k, v), attention="fused")
+    assert ("torch.aten.scaled_dot_product_attention" in compiled.mlir) == kept
+    assert max(compiled.compare()) <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("target", "dtype", "expected"),
+    [
+        ("llvm-cpu", torch.float16, "decomposed"),
+        ("cuda", torch.float32, "decomposed"),
+        ("cuda", torch.float16, "fused"),
+        ("cuda", torch.bfloat16, "fused"),
+    ],
+)
+def test_auto_attention_follows_the_measurements(target: str, dtype: torch.dtype, expected: str) -> None:
+    from effc.compiler.importer import resolve_attention
+    from effc.compiler.loader import LoadedModel
+
+    loaded = LoadedModel("linear", module=torch.nn.Linear(2, 2).to(dtype))
+    assert resolve_attention("auto", target, loaded) == expected
+    assert resolve_attention("fused", target, loaded) == "fused"
+
+
+def test_optional_flags_are_dropped_with_a_note_when_iree_rejects_them() -> None:
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs, optional_iree_flags=("--iree-no-such-flag",))
+    assert compiled.notes == [
+        "iree-compile failed with --iree-no-such-flag (iree-compile does not know the flag '--iree-no-such-flag'; "
+        "check the spelling with `iree-compile --help`); compiled without them"
+    ]
+    assert max(compiled.compare()) <= TOLERANCE

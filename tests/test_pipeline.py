@@ -106,8 +106,7 @@ def test_parse_normalizes_whitespace_and_keeps_option_text() -> None:
         "p{a='x y' b={c d} e=1,2 flag})"
     )
     assert str(parsed) == (
-        "builtin.module(func.func(cse),canonicalize{max-iterations=3 top-down=false},"
-        "p{a='x y' b={c d} e=1,2 flag})"
+        "builtin.module(func.func(cse),canonicalize{max-iterations=3 top-down=false},p{a='x y' b={c d} e=1,2 flag})"
     )
     spec = parsed.root.elements[2]
     assert not isinstance(spec, NestedPipeline)
@@ -201,8 +200,7 @@ def test_syntax_error_on_a_later_line() -> None:
         ),
         (
             "builtin.module(effc-lower-to-linalg{allow-non-finites=2})",
-            "pipeline:1:37: pass 'effc-lower-to-linalg': option 'allow-non-finites' got '2', "
-            "expected true or false",
+            "pipeline:1:37: pass 'effc-lower-to-linalg': option 'allow-non-finites' got '2', expected true or false",
         ),
         (
             "builtin.module(canonicalize{max-iteration=3})",
@@ -236,9 +234,7 @@ def test_build_errors_name_the_culprit(pipeline: str, message: str) -> None:
 
 def test_mixed_pipeline_becomes_one_pass_manager(tag_pass: None) -> None:
     with new_context():
-        pm = build_pass_manager(
-            "builtin.module(canonicalize{max-iterations=2},effc-test-tag{label='a b'},cse)"
-        )
+        pm = build_pass_manager("builtin.module(canonicalize{max-iterations=2},effc-test-tag{label='a b'},cse)")
     text = str(pm)
     assert text.startswith("builtin.module(canonicalize{")
     assert text.endswith(
@@ -251,21 +247,14 @@ def test_effc_pass_under_func_func_is_hoisted(tag_pass: None) -> None:
     with new_context():
         pm = build_pass_manager("builtin.module(func.func(cse,effc-test-tag,cse),func.func(cse))")
     assert str(pm) == "builtin.module(func.func(cse),effc-test-tag,func.func(cse),func.func(cse))"
-    tagged = effc.passes.run(
-        TWICE, "builtin.module(func.func(cse,effc-test-tag{label=hoisted},canonicalize))"
-    )
+    tagged = effc.passes.run(TWICE, "builtin.module(func.func(cse,effc-test-tag{label=hoisted},canonicalize))")
     assert 'func.func @twice(%arg0: i32) -> i32 attributes {effc.tag = "hoisted"}' in tagged
 
 
 def test_lowering_stage_expands_to_torch_mlir_pipeline() -> None:
-    assert (
-        LowerToLinalgPass(allow_non_finites=False).pipeline_text()
-        == "effc-lower-to-linalg{allow-non-finites=false}"
-    )
+    assert LowerToLinalgPass(allow_non_finites=False).pipeline_text() == "effc-lower-to-linalg{allow-non-finites=false}"
     with new_context():
-        text = str(
-            build_pass_manager("builtin.module(effc-lower-to-linalg{allow-non-finites=false},canonicalize)")
-        )
+        text = str(build_pass_manager("builtin.module(effc-lower-to-linalg{allow-non-finites=false},canonicalize)"))
     assert "func.func(convert-torch-to-linalg{allow-non-finites=false})" in text
     assert text.endswith(
         "torch-verify-linalg-on-tensors-backend-contract,canonicalize{cse-between-iterations=false"
@@ -313,9 +302,7 @@ def test_failure_saves_repro_and_names_the_command(tmp_path: Path) -> None:
     assert message.endswith(
         f"; reproduce with: effc opt {repro} --pass-pipeline='builtin.module(effc-lower-to-linalg)'"
     )
-    assert info.value.detail.startswith(
-        "model.mlir:3:8: error: failed to legalize operation 'torch.operator'"
-    )
+    assert info.value.detail.startswith("model.mlir:3:8: error: failed to legalize operation 'torch.operator'")
     # The repro is the input as it was before the pipeline touched it, and it fails the same way.
     saved = repro.read_text()
     assert "torch.aten.relu" in saved and "linalg" not in saved
@@ -323,17 +310,13 @@ def test_failure_saves_repro_and_names_the_command(tmp_path: Path) -> None:
     pm = build_pass_manager("builtin.module(effc-lower-to-linalg)", context=ctx)
     result = opt_cmd.process_chunk(ctx, pm, saved, 1)
     assert result.output is None
-    assert [d.message.split(":")[0] for d in result.diagnostics] == [
-        "failed to legalize operation 'torch.operator'"
-    ]
+    assert [d.message.split(":")[0] for d in result.diagnostics] == ["failed to legalize operation 'torch.operator'"]
 
 
 def test_pass_failure_is_an_mlir_diagnostic(tag_pass: None, tmp_path: Path) -> None:
     with pytest.raises(EffcError) as info:
         effc.passes.run(TWICE, "builtin.module(effc-test-tag{fail=diagnostic})", repro_dir=tmp_path)
-    assert info.value.message.startswith(
-        "pass pipeline failed: <input>:1:1: error: cannot tag this function; "
-    )
+    assert info.value.message.startswith("pass pipeline failed: <input>:1:1: error: cannot tag this function; ")
     assert info.value.detail == "<input>:1:1: error: cannot tag this function"
 
 
@@ -446,9 +429,7 @@ def test_verify_matches_like_mlir_opt() -> None:
     ]
 
 
-def test_opt_writes_output_atomically_and_only_on_success(
-    effc_cli: Callable[..., Any], tmp_path: Path
-) -> None:
+def test_opt_writes_output_atomically_and_only_on_success(effc_cli: Callable[..., Any], tmp_path: Path) -> None:
     good, bad, out = tmp_path / "good.mlir", tmp_path / "bad.mlir", tmp_path / "out.mlir"
     good.write_text(TWICE)
     bad.write_text(UNLOWERABLE)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from effc.compiler.errors import EffcError
-from effc.runtime.read import ReadConfig, ReadModel, SideNetwork, attach, backbone_shape
+from effc.runtime.read import ReadConfig, ReadModel, SideNetwork, attach, backbone_shape, masked_mean
 from effc.tests.conftest import EffcCli
 from effc.tests.model_zoo import bert, gpt2, llama
 
@@ -156,6 +156,7 @@ def test_taps_refuse_a_wrong_layer_count() -> None:
 def test_gru_runs_over_depth_at_each_token(aggregation: str) -> None:
     torch.manual_seed(0)
     side = SideNetwork(width=24, hidden_size=8, aggregation=aggregation)  # type: ignore[arg-type]
+    torch.nn.init.normal_(side.out.weight)  # as after training (it starts at zero)
     states = torch.randn(5, 3, 7, 24)  # layers, batch, tokens, width
     out = side(states)
     assert out.shape == (3, 7, 24)
@@ -174,11 +175,24 @@ def test_gru_runs_over_depth_at_each_token(aggregation: str) -> None:
     torch.testing.assert_close(out, side.out(summary).reshape(3, 7, 24))
 
 
+def test_untrained_side_network_leaves_the_backbone_features_unchanged() -> None:
+    """The output map starts at zero, so READ starts from the head-only probe's features and improves on them."""
+    from effc.runtime.read import ReadHead
+
+    torch.manual_seed(0)
+    head = ReadHead(ReadConfig(hidden_size=8, model_width=24, num_layers=3))
+    final, states, mask = torch.randn(4, 9, 24), torch.randn(3, 4, 9, 24), torch.ones(4, 9, dtype=torch.int64)
+    torch.testing.assert_close(head(final, states, mask), head.classifier(masked_mean(final, mask)))
+    head(final, states, mask).sum().backward()
+    assert head.side.out.weight.grad is not None and head.side.out.weight.grad.abs().sum() > 0
+
+
 def test_side_network_on_real_tokens_only_gives_the_same_logits() -> None:
     from effc.runtime.read import ReadHead
 
     torch.manual_seed(0)
     head = ReadHead(ReadConfig(hidden_size=8, model_width=24, num_layers=3))
+    torch.nn.init.normal_(head.side.out.weight)  # a trained correction, not the zero one it starts from
     final, states = torch.randn(4, 9, 24), torch.randn(3, 4, 9, 24)
     mask = torch.ones(4, 9, dtype=torch.int64)
     mask[0, 5:], mask[2, 1:] = 0, 0

@@ -156,7 +156,7 @@ def _host_module(workload: str, precision: str) -> tuple[torch.nn.Module, tuple[
 
 def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     from effc.compiler.api import compile_model
-    from effc.compiler.optimize import best_known
+    from effc.compiler.errors import EffcError
     from effc.compiler.parameters import write_splat_archive
     from effc.compiler.progress import Stages
 
@@ -164,7 +164,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     manifest_path = pack / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if only and manifest_path.exists() else {}
     kept = {e["key"]: e for e in previous.get("entries", [])}
-    o_flags = best_known("cuda")["iree_flags"]
+    o_flags = ("--iree-opt-level=O3",)  # `-O` for CUDA when these runs were made (NOTES.md)
     demote = ("--iree-global-opt-demote-contraction-inputs-type=bf16",)
     plan = f"builtin.module(effc-chai{{plan={plan_path}}})"
     # (workload, precision, config name, attention form, pipeline, iree flags, keep real weights).
@@ -191,14 +191,22 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             for workload in ("attention-block", "minilm")
             for name, flag in TRIAL_FLAGS.items()
         ],
+        # Second round, after the first showed decomposed attention winning the decode step and hfuse MiniLM.
+        ("smollm2-decode", "f16", "decomposed", "decomposed", None, (), False),
+        ("smollm2-decode", "f32", "decomposed+O", "decomposed", None, o_flags, False),
+        ("smollm2-decode", "f32", "decomposed+x-hfuse", "decomposed", None, (TRIAL_FLAGS["hfuse"],), False),
+        ("smollm2-decode", "f32", "chai+x-hfuse", "decomposed", plan, (TRIAL_FLAGS["hfuse"],), False),
+        ("attention-block", "f32", "O+x-hfuse", "fused", None, (*o_flags, TRIAL_FLAGS["hfuse"]), False),
+        ("minilm", "f32", "O+x-hfuse", "fused", None, (*o_flags, TRIAL_FLAGS["hfuse"]), False),
     ]
     entries, configs = [], previous.get("configs", {})
+    failed: dict[str, str] = {}
     stages = Stages()
     built: dict[tuple[str, str], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]] = {}
     real_archives: dict[tuple[str, str], str] = {}
     for workload, precision, config, attention, pipeline, flags, keep_real in matrix:
         key = f"{workload}-{precision}-{config}".replace("+", "-")
-        if only and only not in key:
+        if only and not any(part in key for part in only.split(",")):
             if key in kept:
                 entries.append(Entry(**kept[key]))
             continue
@@ -209,16 +217,20 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 configs[workload.split("-")[0]] = model_config
         module, inputs = built[(workload, precision)]
         real = pack / f"{key}.real.irpa"
-        with stages.stage(f"compile {key} for cuda sm_80"):
-            compiled = compile_model(
-                module,
-                inputs,
-                target="cuda",
-                attention=attention,
-                pipeline=pipeline,
-                parameters=real,
-                iree_flags=flags,
-            )
+        try:
+            with stages.stage(f"compile {key} for cuda sm_80"):
+                compiled = compile_model(
+                    module,
+                    inputs,
+                    target="cuda",
+                    attention=attention,
+                    pipeline=pipeline,
+                    parameters=real,
+                    iree_flags=flags,
+                )
+        except EffcError as err:  # an option that does not compile is a result too (NOTES.md)
+            failed[key] = str(err)
+            continue
         write_splat_archive(real, pack / f"{key}.splat.irpa")
         (pack / f"{key}.vmfb").write_bytes(compiled.vmfb or b"")
         shared = real_archives.setdefault((workload, precision), real.name) if keep_real else None
@@ -237,10 +249,15 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 flags,
             )
         )
-    manifest = {"entries": [asdict(e) for e in entries], "configs": configs, "decode_context": DECODE_CONTEXT}
+    manifest = {
+        "entries": [asdict(e) for e in entries],
+        "failed_to_compile": previous.get("failed_to_compile", {}) | failed,
+        "configs": configs,
+        "decode_context": DECODE_CONTEXT,
+    }
     manifest_path.write_text(json.dumps(manifest, indent=1))
     total = sum(p.stat().st_size for p in pack.iterdir())
-    print(f"pack: {len(entries)} modules, {total / 2**20:.1f} MiB in {pack}")
+    print(f"pack: {len(entries)} modules, {total / 2**20:.1f} MiB in {pack}; failed to compile: {failed or 'none'}")
 
 
 # --------------------------------------------------------------------------- GPU: measure
@@ -290,7 +307,7 @@ def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.linalg.norm(a - e) / np.linalg.norm(e))
 
 
-def measure(pack: Path, out: Path, repetitions: int) -> dict[str, Any]:
+def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]:
     import iree.runtime as rt
 
     from effc.runtime.energy import MeterUnavailable, NvmlMeter
@@ -348,9 +365,10 @@ def measure(pack: Path, out: Path, repetitions: int) -> dict[str, Any]:
         "iree_runtime": rt.__version__ if hasattr(rt, "__version__") else "3.13.0",
         "decode_context": manifest["decode_context"],
         "rows": rows,
+        "failed_to_compile": manifest.get("failed_to_compile", {}),
     }
     out.mkdir(parents=True, exist_ok=True)
-    stem = "cuda-" + re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
+    stem = "cuda-" + re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-") + (f"-{tag}" if tag else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
@@ -386,8 +404,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"IREE 3.13 CUDA modules compiled on the CPU host for sm_80 (PTX, JIT-compiled on this card), run with "
         f"iree-benchmark-module (median of repetitions) and only the runtime wheel installed; torch "
         f"{report['torch']} (CUDA {report['cuda']}) eager timed with CUDA events. Same precision on both sides; "
-        f"IREE gets splat weights (kernel times do not depend on values), numerics are checked with real weights "
-        f"where shown. Decode step: one token against a {report['decode_context']}-token KV cache. "
+        f"IREE gets zero-filled splat weights (GPU kernel times barely depend on values), numerics are checked "
+        f"with real weights where shown. Decode step: one token against a {report['decode_context']}-token KV "
+        "cache. "
         "Ratio > 1 means IREE is slower than torch eager.",
         "",
         "| workload | precision | effc config | IREE ms | torch eager ms | IREE / eager | rel err vs torch (GPU) "
@@ -404,6 +423,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['workload']} | {r['precision']} | {r['config']} | {iree} | {r['eager_ms']:.3f} | {ratio} "
             f"| {err} | {iree_j} | {eager_j} |"
         )
+    failed = report.get("failed_to_compile", {})
+    if failed:
+        lines += ["", "Did not compile for sm_80 (IREE 3.13):", ""]
+        lines += [f"- {key}: {message.splitlines()[0][:200]}" for key, message in failed.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -413,16 +436,19 @@ def main() -> None:
     prep = sub.add_parser("prepare", help="compile the pack on the host")
     prep.add_argument("--pack", type=Path, default=Path(__file__).parent / "cuda-pack")
     prep.add_argument("--plan", type=Path, required=True, help="a SmolLM2 CHAI plan JSON (effc chai calibrate)")
-    prep.add_argument("--only", help="recompile only the modules whose key contains this; keep the others")
+    prep.add_argument(
+        "--only", help="recompile only the modules whose key contains one of these (comma-separated); keep the others"
+    )
     meas = sub.add_parser("measure", help="time the pack on the GPU")
     meas.add_argument("--pack", type=Path, default=Path(__file__).parent / "cuda-pack")
     meas.add_argument("--out", type=Path, default=RESULTS)
     meas.add_argument("--repetitions", type=int, default=10)
+    meas.add_argument("--tag", default="", help="suffix for the results' file names (one file per run)")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.pack, args.plan, args.only)
     else:
-        measure(args.pack, args.out, args.repetitions)
+        measure(args.pack, args.out, args.repetitions, args.tag)
     sys.stdout.flush()
 
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,30 @@ import numpy as np
 import torch
 
 from effc.bench.perf.workloads import WORKLOADS
+from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
 from effc.compiler.progress import Stages
 from effc.runtime.benchmark import machine_description, time_torch
 
 RESULTS = Path(__file__).parent / "results"
+# Configurations beyond "default" (plain `effc compile`) and "O" (`-O`): candidates for `-O` (NOTES.md).
+TRIALS: dict[str, dict[str, tuple[str, ...]]] = {
+    # O2/O3 fail on MiniLM's LayerNorm variance without a larger stack ("exceeded stack allocation limit").
+    "O+O3": {"iree_flags": ("--iree-opt-level=O3", "--iree-llvmcpu-stack-allocation-limit=131072")},
+    "O-ukernels": {"optional_iree_flags": ("--iree-dispatch-creation-data-tiling",)},
+}
+
+
+def config_options(config: str) -> dict[str, Any]:
+    """`compile_model` options for a configuration: none, `-O`'s, or `-O`'s changed by a trial."""
+    from effc.compiler.optimize import best_known
+
+    if config == "default":
+        return {}
+    options = best_known("llvm-cpu")
+    for key, flags in TRIALS.get(config, {}).items():
+        options[key] = (*options.get(key, ()), *flags) if config.startswith("O+") else flags
+    return options
 
 
 def torch_child(workload: str, mode: str, repeats: int) -> None:
@@ -106,11 +126,13 @@ def measure_iree(vmfb: Path, inputs: list[np.ndarray], repeats: int, device: str
     return {"median_ms": statistics.median(runs), "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def run(workloads: list[str], configs: list[str], repeats: int) -> list[dict[str, Any]]:
+def run(
+    workloads: list[str], configs: list[str], repeats: int, save: Callable[[list[dict[str, Any]]], None]
+) -> list[dict[str, Any]]:
+    """Measure every workload and configuration; `save` gets the rows so far after each one."""
     from effc.compiler.api import compile_model
-    from effc.compiler.optimize import best_known
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     stages = Stages()
     for key in workloads:
         with stages.stage(f"{key}: torch eager"):
@@ -119,28 +141,38 @@ def run(workloads: list[str], configs: list[str], repeats: int) -> list[dict[str
             compiled_torch = measure_torch(key, "compile", repeats)
         module, inputs = WORKLOADS[key].build()
         for config in configs:
-            options = best_known("llvm-cpu") if config == "O" else {}
-            with stages.stage(f"{key}: effc compile ({config})"):
-                compiled = compile_model(module, inputs, target="llvm-cpu", **options)
+            options = config_options(config)
+            row: dict[str, Any] = {
+                "workload": key,
+                "description": WORKLOADS[key].name,
+                "config": config,
+                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+                "eager": eager,
+                "torch_compile": compiled_torch,
+            }
+            try:
+                with stages.stage(f"{key}: effc compile ({config})"):
+                    compiled = compile_model(module, inputs, target="llvm-cpu", **options)
+            except EffcError as err:  # a configuration that does not compile is a result too
+                rows.append(row | {"error": err.message})
+                save(rows)
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "m.vmfb"
                 path.write_bytes(compiled.vmfb or b"")
                 with stages.stage(f"{key}: effc run ({config})"):
                     effc = measure_iree(path, compiled.numpy_inputs(), repeats, "local-task")
             rows.append(
-                {
-                    "workload": key,
-                    "description": WORKLOADS[key].name,
-                    "config": config,
-                    "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+                row
+                | {
                     "effc": effc,
-                    "eager": eager,
-                    "torch_compile": compiled_torch,
+                    "notes": compiled.notes,
                     "speedup_vs_eager": eager["median_ms"] / effc["median_ms"],
                     "speedup_vs_torch_compile": compiled_torch["median_ms"] / effc["median_ms"],
                     "max_relative_error": max(compiled.compare()),
                 }
             )
+            save(rows)
     return rows
 
 
@@ -156,34 +188,49 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        e, g, c = r["effc"], r["eager"], r["torch_compile"]
+        g, c = r["eager"], r["torch_compile"]
+        if "error" in r:
+            failed = f"did not compile: {r['error'][:120]}"
+            cells = [r["description"], r["config"], failed, f"{g['median_ms']:.2f}", f"{c['median_ms']:.2f}", *[""] * 6]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        e = r["effc"]
         lines.append(
             f"| {r['description']} | {r['config']} | {e['median_ms']:.2f} | {g['median_ms']:.2f} "
             f"| {c['median_ms']:.2f} "
             f"| {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x | {e['peak_rss_mb']:.0f} "
             f"| {g['peak_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} | {r['max_relative_error']:.1e} |"
         )
+    notes = [f"- {r['description']}, {r['config']}: {n}" for r in rows for n in r.get("notes", [])]
+    if notes:
+        lines += ["", "Notes from the compiler:", "", *notes]
     return "\n".join([*lines, "", f"Machine: `{json.dumps(machine)}`", ""])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
-    parser.add_argument("--configs", default="default,O", help="effc configurations: default, O (compile -O)")
+    parser.add_argument(
+        "--configs", default="default,O", help=f"effc configurations: default, O (compile -O), {', '.join(TRIALS)}"
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--child", choices=("eager", "compile"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         torch_child(args.workloads, args.child, args.repeats)
         return
-    rows = run(args.workloads.split(","), args.configs.split(","), args.repeats)
-    machine = machine_description()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     RESULTS.mkdir(exist_ok=True)
-    stem = "cpu-" + "".join(ch if ch.isalnum() else "-" for ch in str(machine["cpu"])).strip("-").lower()
-    write_atomic(RESULTS / f"{stem}.json", json.dumps({"measured": when, "machine": machine, "rows": rows}, indent=2))
-    write_atomic(RESULTS / f"{stem}.md", markdown(rows, machine, when))
-    print(markdown(rows, machine, when))
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        machine = machine_description()  # its load average, at the time of the latest row
+        stem = "cpu-" + "".join(ch if ch.isalnum() else "-" for ch in str(machine["cpu"])).strip("-").lower()
+        report = {"measured": when, "machine": machine, "rows": rows}
+        write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
+        write_atomic(RESULTS / f"{stem}.md", markdown(rows, machine, when))
+
+    rows = run(args.workloads.split(","), args.configs.split(","), args.repeats, save)
+    print(markdown(rows, machine_description(), when))
 
 
 if __name__ == "__main__":
