@@ -80,8 +80,13 @@ def _rank(value: ir.Value) -> int:
 
 
 def _kv_heads(k: ir.Value, heads: int) -> int:
-    """KV heads behind a K of `heads` heads: fewer when it is repeat_kv's view(broadcast(unsqueeze))."""
+    """KV heads behind a K of `heads` heads: fewer when it is repeat_kv's view(broadcast(unsqueeze)).
+
+    Casts in front are skipped: torch's sdpa decomposition upcasts f16/bf16 K to f32 after repeat_kv.
+    """
     view = producer(k)
+    while view is not None and view.name == "torch.aten.to.dtype":
+        view = producer(view.operands[0])
     if view is None or view.name not in VIEW_OPS:
         return heads
     expand = producer(view.operands[0])

@@ -200,6 +200,17 @@ def test_plan_equals_the_clustered_attention_reference(zoo: str, attention: str,
     assert max_error(expected, original) > 10 * TOLERANCE  # the plan really changes the model
 
 
+def test_half_precision_decomposed_attention_keeps_its_kv_groups() -> None:
+    """torch's sdpa decomposition upcasts f16 Q and K to f32: the GQA groups must still be found."""
+    model, inputs = model_zoo.llama_gqa()
+    model = model.half()
+    plan = make_plan(model, *GQA_PLAN)
+    with torch.no_grad(), patched_attention(model, plan):
+        expected = model(*inputs).float().numpy()
+    got = compiled_output(model, inputs, plan, "decomposed").astype(np.float32)
+    assert max_error(got, expected) < 1e-2
+
+
 @pytest.mark.parametrize(("mode", "method"), [("online", "chai"), ("static", "meanpool")])
 def test_online_membership_and_meanpool_baseline_equal_the_reference(mode: str, method: str) -> None:
     model, inputs = model_zoo.llama_gqa()
