@@ -196,6 +196,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f32", "decomposed+O", "decomposed", None, o_flags, False),
         ("smollm2-decode", "f32", "decomposed+x-hfuse", "decomposed", None, (TRIAL_FLAGS["hfuse"],), False),
         ("smollm2-decode", "f32", "chai+x-hfuse", "decomposed", plan, (TRIAL_FLAGS["hfuse"],), False),
+        ("smollm2-decode", "f16", "chai", "decomposed", plan, (), False),  # once effc-chai saw f16's KV groups
         ("attention-block", "f32", "O+x-hfuse", "fused", None, (*o_flags, TRIAL_FLAGS["hfuse"]), False),
         ("minilm", "f32", "O+x-hfuse", "fused", None, (*o_flags, TRIAL_FLAGS["hfuse"]), False),
     ]
