@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,15 +23,8 @@ from effc.compiler.parameters import SCOPE
 DRIVERS = ("local-task", "local-sync", "cuda")
 
 
-def run_vmfb(
-    vmfb: bytes | Path,
-    inputs: Sequence[np.ndarray],
-    *,
-    device: str = "local-task",
-    function: str = "main",
-    parameters: Path | None = None,
-) -> list[np.ndarray]:
-    """Call `function` of a compiled module on `device` and return its outputs as numpy arrays.
+def load_vmfb(vmfb: bytes | Path, *, device: str = "local-task", parameters: Path | None = None) -> Any:
+    """An IREE SystemContext holding the compiled module (and its parameter archive) on `device`.
 
     `parameters` is the IREE parameter archive of a module compiled with external weights.
     """
@@ -58,6 +52,19 @@ def run_vmfb(
             else "recompile it"
         )
         raise EffcError(f"cannot load the compiled module: {str(err).splitlines()[0]}; {hint}") from None
+    return context
+
+
+def run_vmfb(
+    vmfb: bytes | Path,
+    inputs: Sequence[np.ndarray],
+    *,
+    device: str = "local-task",
+    function: str = "main",
+    parameters: Path | None = None,
+) -> list[np.ndarray]:
+    """Call `function` of a compiled module on `device` and return its outputs as numpy arrays."""
+    context = load_vmfb(vmfb, device=device, parameters=parameters)
     module = context.modules.module
     if function not in module.vm_module.function_names:
         names = ", ".join(module.vm_module.function_names)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import re
 import statistics
@@ -303,17 +304,9 @@ def _torch_side(module: torch.nn.Module, arrays: list[np.ndarray], meter: Any) -
     return side
 
 
-def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    a, e = actual.astype(np.float64), expected.astype(np.float64)
-    return float(np.linalg.norm(a - e) / np.linalg.norm(e))
-
-
 def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]:
-    import iree.runtime as rt
-
     from effc.runtime.energy import MeterUnavailable, NvmlMeter
-    from effc.runtime.energy import measure as measure_energy
-    from effc.runtime.runner import benchmark_vmfb, run_vmfb
+    from effc.runtime.runner import benchmark_vmfb, relative_error, run_vmfb
 
     manifest = json.loads((pack / "manifest.json").read_text())
     entries = [
@@ -352,9 +345,9 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
             row["iree_vs_eager"] = row["iree_ms"] / row["eager_ms"]
         if entry.real_params and "reference" in cached:
             got = run_vmfb(pack / entry.vmfb, arrays, device="cuda", parameters=pack / entry.real_params)[0]
-            row["max_relative_error_vs_torch_gpu"] = _relative_error(got, cached["reference"])
+            row["max_relative_error_vs_torch_gpu"] = relative_error(got, cached["reference"])
         if meter is not None and entry.workload == "attention-block" and "x-" not in entry.config and "iree_ms" in row:
-            row["iree_energy"] = _iree_energy(rt, pack / entry.vmfb, pack / entry.splat, arrays, meter, measure_energy)
+            row["iree_energy"] = _iree_energy(pack / entry.vmfb, pack / entry.splat, arrays, meter)
             row["eager_energy"] = cached.get("eager_energy")
         print(json.dumps({k: v for k, v in row.items() if k != "iree_flags"}), flush=True)
         rows.append(row)
@@ -363,7 +356,7 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
         "card": card,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "iree_runtime": rt.__version__ if hasattr(rt, "__version__") else "3.13.0",
+        "iree_runtime": importlib.metadata.version("iree-base-runtime"),
         "decode_context": manifest["decode_context"],
         "rows": rows,
         "failed_to_compile": manifest.get("failed_to_compile", {}),
@@ -381,20 +374,20 @@ def entries_base_inputs(entries: list[Entry], base: tuple[str, str]) -> tuple[In
     return next(e.inputs for e in entries if (e.workload, e.precision) == base and "chai" not in e.config)
 
 
-def _iree_energy(rt: Any, vmfb: Path, splat: Path, arrays: list[np.ndarray], meter: Any, measure_energy: Any) -> Any:
+def _iree_energy(vmfb: Path, splat: Path, arrays: list[np.ndarray], meter: Any) -> dict[str, Any]:
     """NVML energy per call of the IREE module, called from Python with inputs already on the GPU.
 
     A call returns when the GPU work is done (IREE's synchronous invocation waits on its fences), so no
     output is copied back inside the timed loop.
     """
-    from effc.compiler.parameters import load_provider
+    import iree.runtime as rt
 
-    config = rt.Config("cuda")
-    context = rt.SystemContext(config=config)
-    context.add_vm_module(rt.create_io_parameters_module(context.instance, load_provider(splat)))
-    context.add_vm_module(rt.VmModule.copy_buffer(context.instance, vmfb.read_bytes()))
+    from effc.runtime.energy import measure as measure_energy
+    from effc.runtime.runner import load_vmfb
+
+    context = load_vmfb(vmfb, device="cuda", parameters=splat)
     main = context.modules.module.main
-    on_device = [rt.asdevicearray(config.device, a) for a in arrays]
+    on_device = [rt.asdevicearray(context.config.device, a) for a in arrays]
     return measure_energy(lambda: main(*on_device), meter).to_json()
 
 
