@@ -32,10 +32,22 @@ def _profile() -> type[ModulePass]:
     return ProfilePass
 
 
+def _raise_attention() -> type[ModulePass]:
+    from effc.passes.raise_attention import RaiseAttentionPass
+
+    return RaiseAttentionPass
+
+
 def _read_taps() -> type[ModulePass]:
     from effc.passes.read_taps import ReadTapsPass
 
     return ReadTapsPass
+
+
+def _split_projections() -> type[ModulePass]:
+    from effc.passes.split_projections import SplitProjectionsPass
+
+    return SplitProjectionsPass
 
 
 def _lower_to_linalg() -> type[ModulePass]:
@@ -50,7 +62,9 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-chai": _chai,
     "effc-lower-to-linalg": _lower_to_linalg,
     "effc-profile": _profile,
+    "effc-raise-attention": _raise_attention,
     "effc-read-taps": _read_taps,
+    "effc-split-projections": _split_projections,
 }
 
 
