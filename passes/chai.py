@@ -72,6 +72,10 @@ class Site:
     pv: ir.Operation | None = None
     values: ir.Value | None = None
     output: ir.Value | None = None
+    # matmul form: the ops stepped over from the probabilities back to the score matmul, in that order: casts
+    # and guards around the softmax and its last op, then the score path (scaling, masks, casts, views)
+    softmax_ops: tuple[ir.Operation, ...] = ()
+    score_ops: tuple[ir.Operation, ...] = ()
 
 
 def _rank(value: ir.Value) -> int:
@@ -99,25 +103,45 @@ def _kv_heads(k: ir.Value, heads: int) -> int:
     return source.shape[1] if source is not None and len(source.shape) == 4 else heads
 
 
-def _softmax_input(value: ir.Value) -> ir.Value | None:
-    """The scores whose last-axis softmax is `value` (torch's op, or its max/exp/sum/div decomposition)."""
+def _last_axis(value: ir.Value, dims: list[int] | None) -> bool:
+    """`dims` names only the last axis of `value`."""
+    return dims is not None and len(dims) == 1 and dims[0] in (-1, _rank(value) - 1)
+
+
+def _softmax_input(value: ir.Value) -> tuple[ir.Value, list[ir.Operation]] | None:
+    """The scores whose last-axis softmax is `value` (torch's op, or its max/exp/sum/div decomposition), and
+    the ops from `value` back to the softmax's last op (casts and where guards first)."""
+    walked: list[ir.Operation] = []
     op = producer(value)
     while op is not None and op.name in ("torch.aten.to.dtype", "torch.aten.where.self"):
+        walked.append(op)
         value = op.operands[0] if op.name == "torch.aten.to.dtype" else op.operands[2]
         op = producer(value)
     if op is None:
         return None
+    walked.append(op)
     if op.name in ("torch.aten._softmax", "torch.aten.softmax.int"):
-        return op.operands[0]
+        dim = constant_int(op.operands[1])
+        return (op.operands[0], walked) if dim is not None and _last_axis(value, [dim]) else None
     if op.name != "torch.aten.div.Tensor":
         return None
     exp, total = producer(op.operands[0]), producer(op.operands[1])
-    if exp is None or total is None or exp.name != "torch.aten.exp" or total.name != "torch.aten.sum.dim_IntList":
+    if (
+        exp is None
+        or total is None
+        or exp.name != "torch.aten.exp"
+        or total.name != "torch.aten.sum.dim_IntList"
+        or total.operands[0] != exp.result
+        or not _last_axis(value, constant_int_list(total.operands[1]))
+        or not constant_bool(total.operands[2])
+    ):
         return None
     shifted = producer(exp.operands[0])
     if shifted is not None and shifted.name == "torch.aten.sub.Tensor":
-        return shifted.operands[0]
-    return exp.operands[0]
+        shift = tensor_type(shifted.operands[1])
+        if shift is not None and shift.shape[-1:] == (1,):  # one number per row (the max): the same softmax
+            return shifted.operands[0], walked
+    return exp.operands[0], walked
 
 
 _SCORE_PATH = {
@@ -133,17 +157,20 @@ _SCORE_PATH = {
 }
 
 
-def _score_matmul(scores: ir.Value) -> tuple[ir.Operation, float] | None:
-    """The bmm/matmul producing the scores (through views, scaling and masking) and the scale met."""
+def _score_matmul(scores: ir.Value) -> tuple[ir.Operation, float, list[ir.Operation]] | None:
+    """The bmm/matmul producing the scores (through views, scaling and masking), the scale met and the ops
+    stepped over."""
     factor = 1.0
     value = scores
+    walked: list[ir.Operation] = []
     for _ in range(32):
         op = producer(value)
         if op is None:
             return None
         if op.name in ("torch.aten.bmm", "torch.aten.matmul"):
-            return op, factor
-        if op.name in VIEW_OPS:
+            return op, factor, walked
+        walked.append(op)
+        if _merges_heads(op):
             value = op.operands[0]
             continue
         if op.name not in _SCORE_PATH:
@@ -155,6 +182,14 @@ def _score_matmul(scores: ir.Value) -> tuple[ir.Operation, float] | None:
             factor *= number if op.name == "torch.aten.mul.Scalar" else 1.0 / number
         value = op.operands[_SCORE_PATH[op.name]]
     return None
+
+
+def _merges_heads(op: ir.Operation) -> bool:
+    """A view that only merges or splits the axes before the last two ([B, H, X, Y] <-> [B·H, X, Y])."""
+    if op.name not in VIEW_OPS:
+        return False
+    a, b = tensor_type(op.operands[0]), tensor_type(op.result)
+    return a is not None and b is not None and len(a.shape) >= 2 and a.shape[-2:] == b.shape[-2:]
 
 
 def _swaps_last_two(op: ir.Operation) -> bool:
@@ -180,7 +215,7 @@ def _strip_operand(value: ir.Value, heads: int) -> tuple[ir.Value | None, float,
             if number is None:
                 break
             factor *= number if name == "torch.aten.mul.Scalar" else 1.0 / number
-        elif (name in VIEW_OPS and _rank(value) == 3 and _rank(op.operands[0]) == 4) or (
+        elif (_merges_heads(op) and _rank(value) == 3 and _rank(op.operands[0]) == 4) or (
             name in ("torch.aten.expand", "torch.aten.broadcast_to", "torch.aten.clone")
             and str(op.operands[0].type) == str(value.type)
         ):
@@ -199,36 +234,53 @@ def _strip_operand(value: ir.Value, heads: int) -> tuple[ir.Value | None, float,
 def _matmul_site(bmm: ir.Operation, function: str) -> Site | None:
     """A probabilities-times-V matmul whose left operand is a softmax of Q·Kᵀ scores, as a Site."""
     value, consumer = bmm.operands[0], bmm
-    while (op := producer(value)) is not None and op.name in VIEW_OPS:
+    while (op := producer(value)) is not None and _merges_heads(op):
         consumer, value = op, op.operands[0]
     probs_type = tensor_type(value)
-    scores = _softmax_input(value)
-    if probs_type is None or len(probs_type.shape) != 4 or scores is None:
+    softmax = _softmax_input(value)
+    if probs_type is None or len(probs_type.shape) != 4 or softmax is None:
         return None
+    scores, softmax_ops = softmax
     found = _score_matmul(scores)
     if found is None:
         return None
-    qk, factor = found
+    qk, factor, score_ops = found
     heads = probs_type.shape[1]
-    q, q_scale, _ = _strip_operand(qk.operands[0], heads)
+    q, q_scale, q_transposed = _strip_operand(qk.operands[0], heads)
     k, k_scale, transposed = _strip_operand(qk.operands[1], heads)
     head_dim_type = tensor_type(qk.operands[0])
     if head_dim_type is None:
         return None
     head_dim = head_dim_type.shape[-1]
+    if q is not None and q_transposed:
+        q = None
     if k is not None and not transposed:
         k = None
     shape = LayerShape(heads, _kv_heads(k, heads) if k is not None else heads, head_dim)
     scale = factor * q_scale * k_scale
     values, output = _values_and_output(bmm, heads)
-    return Site("matmul", consumer, function, shape, q, k, scale, probs=value, pv=bmm, values=values, output=output)
+    return Site(
+        "matmul",
+        consumer,
+        function,
+        shape,
+        q,
+        k,
+        scale,
+        probs=value,
+        pv=bmm,
+        values=values,
+        output=output,
+        softmax_ops=tuple(softmax_ops),
+        score_ops=tuple(score_ops),
+    )
 
 
 def _values_and_output(pv: ir.Operation, heads: int) -> tuple[ir.Value | None, ir.Value | None]:
     """V as [B, H, Tk, dv] behind the P-times-V matmul's flattening views, and its output as [B, H, Tq, dv]."""
     values = pv.operands[1]
     while (op := producer(values)) is not None and (
-        (op.name in VIEW_OPS and _rank(values) == 3 and _rank(op.operands[0]) == 4)
+        (_merges_heads(op) and _rank(values) == 3 and _rank(op.operands[0]) == 4)
         or (
             op.name in ("torch.aten.expand", "torch.aten.broadcast_to") and str(op.operands[0].type) == str(values.type)
         )
@@ -236,7 +288,7 @@ def _values_and_output(pv: ir.Operation, heads: int) -> tuple[ir.Value | None, i
         values = op.operands[0]
     output = pv.result
     users = list(output.uses)
-    if _rank(output) == 3 and len(users) == 1 and users[0].owner.operation.name in VIEW_OPS:
+    if _rank(output) == 3 and len(users) == 1 and _merges_heads(users[0].owner.operation):
         output = users[0].owner.operation.result
     vt, ot = tensor_type(values), tensor_type(output)
     if vt is None or ot is None or len(vt.shape) != 4 or len(ot.shape) != 4 or heads not in (vt.shape[1], ot.shape[1]):
