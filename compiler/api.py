@@ -19,6 +19,7 @@ from effc.compiler.importer import Attention, import_model, resolve_attention
 from effc.compiler.input_spec import InputSpec, parse_input_spec
 from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, RUNTIME_DEVICE, check_target, compile_mlir
 from effc.compiler.loader import LoadedModel, load_model
+from effc.compiler.optimize import CHECK_TOLERANCE, MatmulPrecision, precision_flags
 from effc.compiler.parameters import externalize, write_archive
 from effc.compiler.progress import Stages
 from effc.runtime.runner import relative_error, run_vmfb
@@ -40,6 +41,12 @@ class CompiledModel:
     timings: dict[str, float] = field(default_factory=dict)
     parameters: Path | None = None
     notes: list[str] = field(default_factory=list)
+    matmul_precision: MatmulPrecision = "highest"
+
+    @property
+    def tolerance(self) -> float:
+        """The largest relative error against torch eager that this module's precision allows."""
+        return CHECK_TOLERANCE[self.matmul_precision]
 
     @property
     def device(self) -> str:
@@ -91,6 +98,7 @@ def compile_model(
     emit: Emit = "vmfb",
     iree_flags: tuple[str, ...] = (),
     optional_iree_flags: tuple[str, ...] = (),
+    matmul_precision: MatmulPrecision = "highest",
     parameters: str | Path | None = None,
     save_temps: str | Path | None = None,
     trust_pickle: bool = False,
@@ -102,9 +110,13 @@ def compile_model(
 
     With `parameters`, weights go to that IREE parameter archive instead of into the module.
     `optional_iree_flags` are tried first and dropped, with a note, if iree-compile fails with them (`-O`
-    uses this for options that IREE cannot apply to every graph).
+    uses this for options that IREE cannot apply to every graph). `matmul_precision="medium"` rounds contraction
+    inputs to bf16 with f32 accumulation (torch.set_float32_matmul_precision's name), through optional flags:
+    where IREE rejects them the module stays f32, with a note.
     """
     check_target(target)
+    demotion = precision_flags(target, matmul_precision)
+    optional_iree_flags = tuple(dict.fromkeys((*optional_iree_flags, *demotion)))
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
     stages = Stages(enabled=progress)
     temps = Path(save_temps) if save_temps is not None else None
@@ -136,6 +148,9 @@ def compile_model(
         (temps / "02-after-passes.mlir").write_text(mlir)
     vmfb = None
     archive = Path(parameters) if parameters is not None else None
+    ignored = [what for what, given in (("parameters", archive), ("matmul precision 'medium'", demotion)) if given]
+    if emit != "vmfb" and ignored:
+        stages.note(f"{' and '.join(ignored)} act in iree-compile: not applied with emit='{emit}'")
     if emit == "vmfb":
         with stages.stage(f"IREE compile for {target}"):
             external = externalize(mlir) if archive is not None else None
@@ -151,7 +166,9 @@ def compile_model(
                     raise
                 stages.note(
                     f"iree-compile failed with {' '.join(optional_iree_flags)} ({err.message}); compiled without them"
+                    + (", so matmul precision stays 'highest' (f32)" if demotion else "")
                 )
+                demotion = ()
                 vmfb = iree(iree_flags)
         if external is not None and archive is not None:
             with stages.stage("write parameter archive"):
@@ -166,6 +183,7 @@ def compile_model(
         dict(stages.timings),
         archive if vmfb is not None else None,
         stages.notes,
+        "medium" if demotion and emit == "vmfb" else "highest",
     )
 
 

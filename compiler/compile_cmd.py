@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, TARGETS
+from effc.compiler.optimize import MATMUL_PRECISIONS
 
 EMITS = ("torch", "linalg", "vmfb")
 
@@ -91,6 +92,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the best-known configuration for the target (attention form and IREE flags; see bench/perf/NOTES.md)",
     )
     parser.add_argument(
+        "--matmul-precision",
+        choices=MATMUL_PRECISIONS,
+        default="highest",
+        help="as torch.set_float32_matmul_precision: 'medium' rounds matmul inputs to bf16 and accumulates in f32 "
+        "(about 1e-2 relative error; MiniLM 1.8x faster on an AVX512-BF16 CPU). Default: highest",
+    )
+    parser.add_argument(
         "--trust-pickle",
         action="store_true",
         help="allow loading a pickled torch.save(model) file (runs code from the file)",
@@ -111,6 +119,7 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         "attention": args.attention if args.attention != "auto" else base.get("attention", "auto"),
         "iree_flags": (*base.get("iree_flags", ()), *args.iree_flag),
         "optional_iree_flags": base.get("optional_iree_flags", ()),
+        "matmul_precision": args.matmul_precision,
         "trust_pickle": args.trust_pickle,
     }
 
@@ -144,14 +153,21 @@ def run(args: argparse.Namespace) -> int:
         "inputs": [f"{'x'.join(map(str, t.shape))}x{t.dtype}".replace("torch.", "") for t in compiled.example_inputs],
         "stage_seconds": {k: round(v, 3) for k, v in compiled.timings.items()},
         "notes": compiled.notes,
+        "matmul_precision": compiled.matmul_precision,
     }
     console = Console(highlight=False)
+    mismatch = False
     if args.check:
         errors = compiled.compare()
         summary["relative_error_vs_torch"] = errors
         worst = max(errors)
-        verdict = "[green]ok[/green]" if worst <= 1e-4 else "[red]MISMATCH[/red]"
-        console.print(f"check: {len(errors)} output(s), max relative error vs torch eager {worst:.2e} {verdict}")
+        summary["tolerance"] = compiled.tolerance
+        mismatch = worst > compiled.tolerance
+        verdict = "[red]MISMATCH[/red]" if mismatch else "[green]ok[/green]"
+        console.print(
+            f"check: {len(errors)} output(s), max relative error vs torch eager {worst:.2e} {verdict} "
+            f"(tolerance {compiled.tolerance:.0e}, matmul precision '{compiled.matmul_precision}')"
+        )
     console.print(f"wrote {output} ({summary['output_bytes'] / 1e6:.1f} MB)")
     if compiled.parameters is not None:
         summary["parameters"] = str(compiled.parameters.resolve())
@@ -161,10 +177,4 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, json.dumps(summary, indent=2) + "\n")
         console.print(f"summary in {args.json}")
-    mismatch = args.check and max(compiled_errors(summary)) > 1e-4
     return 1 if mismatch else 0
-
-
-def compiled_errors(summary: dict[str, object]) -> list[float]:
-    errors = summary.get("relative_error_vs_torch", [])
-    return [float(e) for e in errors] if isinstance(errors, list) else []

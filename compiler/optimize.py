@@ -1,6 +1,7 @@
-"""`-O`: the best-known compile configuration per target, backed by measurements in bench/perf/NOTES.md.
+"""`-O` and `--matmul-precision`: the best-known compile configuration per target, backed by measurements in
+bench/perf/NOTES.md.
 
-An option enters this table only after it was measured on the performance set and helped there on
+An option enters these tables only after it was measured on the performance set and helped there on
 balance; NOTES.md records each option tried, with its measured effect, including where it hurt (data
 tiling: SmolLM2 prefill 18% faster on the 2-core CPU, MiniLM 15% slower). Options that IREE 3.13 fails to
 compile for some graphs go in `optional_iree_flags`: tried first, dropped with a note when rejected.
@@ -8,8 +9,9 @@ compile for some graphs go in `optional_iree_flags`: tried first, dropped with a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from effc.compiler.errors import EffcError
 from effc.compiler.iree_backend import check_target
 
 # Keyword arguments for `compile_model` per target.
@@ -29,7 +31,39 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
     },
 }
 
+# torch.set_float32_matmul_precision's names. "highest": f32 contractions. "medium": contraction inputs
+# rounded to bf16, accumulation in f32 (IREE's demotion; constant weights are stored in bf16).
+MatmulPrecision = Literal["highest", "medium"]
+MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "medium")
+_DEMOTE_TO_BF16 = (
+    "--iree-global-opt-demote-contraction-inputs-type=bf16",
+    "--iree-global-opt-demote-contraction-inputs-operations=all",
+)
+# Optional flags per target for "medium". On the CPU bf16 pays only through data tiling and the mmt4d
+# ukernels (AVX512-BF16): MiniLM 22.6 -> 12.5 ms, SmolLM2 prefill 188 -> 109 ms; demotion alone made MiniLM
+# 1.8x slower, and a decode step (no data tiling: i1 mask) 1.3x slower. So all of them or none.
+# The ukernels' bf16 tiles need a larger stack than IREE's 32 KiB default on MiniLM.
+MEDIUM_PRECISION: dict[str, tuple[str, ...]] = {
+    "llvm-cpu": (
+        *_DEMOTE_TO_BF16,
+        "--iree-dispatch-creation-data-tiling",
+        "--iree-llvmcpu-enable-ukernels=all",
+        "--iree-llvmcpu-stack-allocation-limit=131072",
+    ),
+    "cuda": _DEMOTE_TO_BF16,
+}
+# `--check`'s largest relative error against torch eager, per precision: bf16 keeps 8 significant bits
+# (relative rounding 2^-9), and MiniLM/SmolLM2 outputs came out at 6-7e-3 in "medium".
+CHECK_TOLERANCE: dict[str, float] = {"highest": 1e-4, "medium": 3e-2}
+
 
 def best_known(target: str) -> dict[str, Any]:
     """The `compile_model` options `-O` selects for `target`."""
     return dict(BEST_KNOWN[check_target(target)])
+
+
+def precision_flags(target: str, precision: str) -> tuple[str, ...]:
+    """Optional iree-compile flags that implement `precision` on `target` (none for "highest")."""
+    if precision not in MATMUL_PRECISIONS:
+        raise EffcError(f"unknown matmul precision '{precision}'; use one of: {', '.join(MATMUL_PRECISIONS)}")
+    return MEDIUM_PRECISION[check_target(target)] if precision == "medium" else ()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effc.compiler.compile_cmd import add_model_arguments
+from effc.compiler.compile_cmd import add_model_arguments, model_options
 
 if TYPE_CHECKING:  # the CLI imports this module eagerly: MLIR, torch and IREE load inside `run`
     from effc.compiler.api import CompiledModel
@@ -277,17 +277,8 @@ class _Measurer:
         key = (variant.name, target)
         if key not in self.compiled:
             a = self.args
-            self.compiled[key] = compile_model(
-                a.model,
-                inputs=tuple(a.input),
-                pipeline=variant.pipeline,
-                target=target,
-                cuda_arch=a.cuda_arch,
-                attention=a.attention,
-                iree_flags=tuple(a.iree_flag),
-                trust_pickle=a.trust_pickle,
-                progress=True,
-            )
+            options = model_options(argparse.Namespace(**vars(a) | {"target": target}))
+            self.compiled[key] = compile_model(a.model, pipeline=variant.pipeline, progress=True, **options)
         return self.compiled[key]
 
 

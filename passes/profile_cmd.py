@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from effc.compiler.compile_cmd import add_model_arguments
+from effc.compiler.compile_cmd import add_model_arguments, model_options
 from effc.compiler.errors import EffcError
+from effc.compiler.optimize import precision_flags
 
 DEFAULT_HARDWARE = {"llvm-cpu": "host-cpu", "cuda": "h100-sxm"}
 
@@ -61,12 +62,13 @@ def run(args: argparse.Namespace) -> int:
     hardware = load_hardware(args.hardware or DEFAULT_HARDWARE[args.target])
     device = RUNTIME_DEVICE[args.target]
     check_device(device)
+    options = model_options(args)
     stages = Stages()
     with stages.stage("load model"):
         loaded = load_model(args.model, trust_pickle=args.trust_pickle)
     with stages.stage("export and import to torch-mlir"):
         specs = tuple(parse_input_spec(s) for s in args.input)
-        imported = import_model(loaded, specs, attention=resolve_attention(args.attention, args.target, loaded))
+        imported = import_model(loaded, specs, attention=resolve_attention(options["attention"], args.target, loaded))
     module = imported.module
     if args.pass_pipeline:
         from effc.passes import run as run_pipeline
@@ -81,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         sources, vmfb = Path(tmp) / "sources", Path(tmp) / "module.vmfb"
         with stages.stage(f"IREE compile for {args.target}, dumping executable sources"):
             flags = [
-                *args.iree_flag,
+                *options["iree_flags"],
+                *options["optional_iree_flags"],
+                *precision_flags(args.target, args.matmul_precision),
                 f"--iree-hal-dump-executable-sources-to={sources}",
                 "--mlir-print-debuginfo",
             ]

@@ -107,3 +107,19 @@ def test_hugging_face_directory(effc_cli: EffcCli, tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["inputs"] == ["1x64xint64", "1x64xint64"]
     assert max(summary["relative_error_vs_torch"]) <= 1e-4
+
+
+def test_medium_matmul_precision_checks_against_its_own_tolerance(effc_cli: EffcCli, tmp_path: Path) -> None:
+    model, _ = model_zoo.bert()
+    directory = tmp_path / "tiny-bert"
+    model.model.save_pretrained(directory)
+    summary_file = tmp_path / "s.json"
+    result = effc_cli(
+        "compile", str(directory), "-o", str(tmp_path / "b.vmfb"), "--check", "--matmul-precision", "medium",
+        "--json", str(summary_file),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "(tolerance 3e-02, matmul precision 'medium')" in " ".join(result.out.split())
+    summary = json.loads(summary_file.read_text())
+    assert summary["matmul_precision"] == "medium" and summary["tolerance"] == 3e-2
+    assert 2e-5 < max(summary["relative_error_vs_torch"]) <= 3e-2  # f32 gives ~1e-6: bf16 rounding acted

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import effc
+from effc.compiler.errors import EffcError
 from effc.runtime.runner import relative_error
 from effc.tests import model_zoo
 
@@ -107,3 +108,26 @@ def test_optional_flags_are_dropped_with_a_note_when_iree_rejects_them() -> None
         "check the spelling with `iree-compile --help`); compiled without them"
     ]
     assert max(compiled.compare()) <= TOLERANCE
+
+
+def test_medium_matmul_precision_rounds_matmul_inputs_to_bf16() -> None:
+    """ "medium" must change the numerics (bf16 inputs) but stay within its check tolerance."""
+    model, inputs = model_zoo.bert()
+    compiled = effc.compile(model, inputs, matmul_precision="medium")
+    assert compiled.matmul_precision == "medium" and compiled.notes == []
+    worst = max(compiled.compare())
+    assert 2e-5 < worst <= compiled.tolerance == 3e-2  # f32 gives ~1e-6: bf16 rounding acted
+
+
+def test_medium_precision_stays_f32_with_a_note_when_iree_rejects_it() -> None:
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs, matmul_precision="medium", optional_iree_flags=("--iree-no-such-flag",))
+    assert compiled.matmul_precision == "highest"
+    assert compiled.notes[0].endswith("compiled without them, so matmul precision stays 'highest' (f32)")
+    assert max(compiled.compare()) <= TOLERANCE
+
+
+def test_unknown_matmul_precision_is_a_one_line_error() -> None:
+    model, inputs = model_zoo.mlp()
+    with pytest.raises(EffcError, match=r"^unknown matmul precision 'high'; use one of: highest, medium$"):
+        effc.compile(model, inputs, matmul_precision="high")  # type: ignore[arg-type]
