@@ -19,7 +19,7 @@ from effc.compiler.importer import Attention, import_model, resolve_attention
 from effc.compiler.input_spec import InputSpec, parse_input_spec
 from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, RUNTIME_DEVICE, check_target, compile_mlir
 from effc.compiler.loader import LoadedModel, load_model
-from effc.compiler.optimize import CHECK_TOLERANCE, MatmulPrecision, precision_flags
+from effc.compiler.optimize import CHECK_TOLERANCE, DEMOTION_IGNORED_AT, MatmulPrecision, precision_flags
 from effc.compiler.parameters import externalize, write_archive
 from effc.compiler.progress import Stages
 from effc.runtime.runner import relative_error, run_vmfb
@@ -115,10 +115,12 @@ def compile_model(
     where IREE rejects them the module stays f32, with a note.
     """
     check_target(target)
-    demotion = precision_flags(target, matmul_precision)
-    optional_iree_flags = tuple(dict.fromkeys((*optional_iree_flags, *demotion)))
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
     stages = Stages(enabled=progress)
+    demotion = precision_flags(target, matmul_precision)
+    if demotion:
+        iree_flags, optional_iree_flags = _without_demotion_blockers(iree_flags, optional_iree_flags, stages)
+    optional_iree_flags = tuple(dict.fromkeys((*optional_iree_flags, *demotion)))
     temps = Path(save_temps) if save_temps is not None else None
     if temps is not None:
         temps.mkdir(parents=True, exist_ok=True)
@@ -185,6 +187,23 @@ def compile_model(
         stages.notes,
         "medium" if demotion and emit == "vmfb" else "highest",
     )
+
+
+def _without_demotion_blockers(
+    iree_flags: tuple[str, ...], optional_iree_flags: tuple[str, ...], stages: Stages
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Flags under which IREE would silently ignore the bf16 demotion: an error if the user gave them,
+    dropped with a note if `-O` chose them."""
+    given = [flag for flag in iree_flags if flag in DEMOTION_IGNORED_AT]
+    if given:
+        raise EffcError(
+            f"matmul precision 'medium' has no effect with {given[0]}: IREE 3.13 ignores contraction demotion at "
+            "O2 and O3; drop one of them"
+        )
+    dropped = [flag for flag in optional_iree_flags if flag in DEMOTION_IGNORED_AT]
+    if dropped:
+        stages.note(f"{' '.join(dropped)} dropped: IREE 3.13 ignores matmul precision 'medium' with it")
+    return iree_flags, tuple(flag for flag in optional_iree_flags if flag not in dropped)
 
 
 def _as_loaded(model: Any, example_inputs: Any, *, trust_pickle: bool) -> LoadedModel:

@@ -131,3 +131,18 @@ def test_unknown_matmul_precision_is_a_one_line_error() -> None:
     model, inputs = model_zoo.mlp()
     with pytest.raises(EffcError, match=r"^unknown matmul precision 'high'; use one of: highest, medium$"):
         effc.compile(model, inputs, matmul_precision="high")  # type: ignore[arg-type]
+
+
+def test_medium_precision_refuses_opt_levels_where_iree_ignores_demotion() -> None:
+    model, inputs = model_zoo.mlp()
+    with pytest.raises(EffcError, match=r"has no effect with --iree-opt-level=O3: IREE 3.13 ignores"):
+        effc.compile(model, inputs, matmul_precision="medium", iree_flags=("--iree-opt-level=O3",))
+
+
+def test_medium_precision_drops_o3_chosen_by_dash_o_on_cuda() -> None:
+    from effc.compiler.optimize import best_known
+
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs, target="cuda", matmul_precision="medium", **best_known("cuda"))
+    assert compiled.notes == ["--iree-opt-level=O3 dropped: IREE 3.13 ignores matmul precision 'medium' with it"]
+    assert compiled.matmul_precision == "medium"

