@@ -32,7 +32,7 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
 }
 
 # torch.set_float32_matmul_precision's names. "highest": f32 contractions. "medium": contraction inputs
-# rounded to bf16, accumulation in f32 (IREE's demotion; constant weights are stored in bf16).
+# rounded to bf16, accumulation in f32 (IREE's demotion; constant matmul weights are stored in bf16).
 MatmulPrecision = Literal["highest", "medium"]
 MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "medium")
 _DEMOTE_TO_BF16 = (

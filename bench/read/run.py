@@ -20,10 +20,11 @@ Each method runs in fresh processes, so the memory it reports is its own:
     baseline, code pages and allocator caches included) is reported as a second, cruder figure.
 READ runs its side network in micro-batches (READ_MICRO_BATCH rows, gradients accumulated); full
 fine-tuning's memory with the same micro-batches is measured too. read-long is read-cached trained for
-LONG_EPOCHS epochs. Every child runs with OMP_WAIT_POLICY=PASSIVE. Energy comes from `EnergyLog`: a
-RAPL/NVML counter when readable, else modeled from the process's CPU time at the host's TDP per core
-(labelled); with cached states only the train split's backbone pass is training cost. READ's backbone
-is compiled once, by the parent (its time is reported apart). Results: bench/read/results/read.json
+LONG_EPOCHS epochs, read-narrow is read-cached with a GRU of NARROW_WIDTH. Every child runs with
+OMP_WAIT_POLICY=PASSIVE. Energy comes from `EnergyLog`: a RAPL/NVML counter when readable, else modeled
+from the process's CPU time at the host's TDP per core (labelled); with cached states only the train
+split's backbone pass is training cost. READ's backbone is compiled once, by the parent (its time is
+reported apart). Results: bench/read/results/read.json
 and read.md, with the machine named.
 """
 
@@ -55,15 +56,19 @@ from effc.runtime.read_task import load_task, read_config_fields
 from effc.runtime.read_train import EnergyLog, LiveStates, StateCache, Tokens, fit, tokenize, train
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("read", "read-cached", "read-long", "full", "lora", "bitfit", "head")
+METHODS = ("read", "read-cached", "read-long", "read-narrow", "full", "lora", "bitfit", "head")
 # read-long: read-cached trained for LONG_EPOCHS instead of the common epoch count (an extra, labelled row:
 # what READ gains from the longer schedule side networks are usually given, and what it costs).
 LONG_EPOCHS = 10
+# read-narrow: read-cached with a GRU of NARROW_WIDTH instead of the task's width (an extra, labelled row: the
+# side network's cost is most of cached READ's energy, and it grows with the square of the width).
+NARROW_WIDTH = 128
 # Learning rates tried per method by `--sweep` (picked on dev accuracy); READ live and cached train the
 # same network, so `read` uses `read-cached`'s pick. Without a sweep file, the middle value is used.
 LR_GRID = {
     "read-cached": (1e-3, 3e-3, 1e-2),
     "read-long": (1e-3, 3e-3, 1e-2),
+    "read-narrow": (1e-3, 3e-3, 1e-2),
     "full": (2e-5, 5e-5, 1e-4),
     "lora": (5e-4, 1e-3, 3e-3),
     "bitfit": (1e-3, 3e-3, 1e-2),
@@ -237,7 +242,7 @@ def run_read(
     model = ReadModel(None, config)  # the backbone runs compiled; no torch copy of it is loaded
     backbone = CompiledBackbone(vmfb, "llvm-cpu", task.batch_size, task.max_length)
     extra: dict[str, Any] = {}
-    if method != "read":  # read-cached, read-long
+    if method != "read":  # read-cached, read-long, read-narrow
         with StateCache(backbone, data, energy) as cache:
             memory.count_mapping(vmfb)
             extra["cache_build_peak_mb"] = memory.new_phase()
@@ -268,6 +273,8 @@ def child(method: str, phase: str, lr: float, task_path: Path, vmfb: Path, out: 
     task.lr = lr
     if method == "read-long":
         task.epochs = LONG_EPOCHS
+    if method == "read-narrow":
+        task.read = {**task.read, "hidden_size": NARROW_WIDTH}
     data = tokenize(task, AutoTokenizer.from_pretrained(model_dir()))
     if phase == "memory":
         longest = np.argsort(-data["train"].attention_mask.sum(axis=1), kind="stable")[:MEMORY_ROWS]
@@ -487,7 +494,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"epoch. READ: GRU width {task['read']['hidden_size']}, {task['read']['aggregation']} over layers, "
         f"cached READ in micro-batches of {report.get('read_micro_batch', 0)} rows (gradients accumulated; the "
         "same step; live READ in whole batches, one backbone call each); "
-        f"read-long is read-cached trained for {LONG_EPOCHS} epochs (its own lr sweep), an extra row. "
+        f"read-long is read-cached trained for {LONG_EPOCHS} epochs (its own lr sweep), an extra row; "
+        f"read-narrow is read-cached with GRU width {NARROW_WIDTH} (its own lr sweep), another. "
         f"LoRA: {report['lora']}. Learning rates: {report['learning_rates']}. READ's backbone was compiled once by "
         f"IREE in {report['backbone_compile_seconds']:.0f} s, not counted below.",
         "",
@@ -596,6 +604,23 @@ def aims(rows: dict[str, dict[str, Any]]) -> list[str]:
             lambda v: v >= 84,
         ),
     ]
+    narrow = rows.get("read-narrow")
+    if narrow is not None:  # the extra row, against the same aims
+        checks += [
+            (
+                f"(extra row) read-narrow, GRU width {NARROW_WIDTH}, within 1.5 points of full fine-tuning",
+                100 * (full["test_accuracy"] - narrow["test_accuracy"]),
+                " points below",
+                lambda v: v <= 1.5,
+            ),
+            (
+                "(extra row) read-narrow memory 80% below",
+                reduction(narrow, "peak_train_memory_mb"),
+                "% below",
+                lambda v: v >= 80,
+            ),
+            ("(extra row) read-narrow energy 84% below", reduction(narrow, "energy_j"), "% below", lambda v: v >= 84),
+        ]
     return [f"- {what}: {value:.1f}{unit}: {'met' if ok(value) else 'not met'}" for what, value, unit, ok in checks]
 
 
