@@ -77,7 +77,7 @@ def run_vmfb(
             "check the number, shapes and dtypes of --input"
         ) from None
     outputs = results if isinstance(results, (tuple, list)) else [results]
-    arrays = [np.asarray(out.to_host()) for out in outputs]
+    arrays = [np.array(out.to_host()) for out in outputs]  # copies: the buffers die with the context below
     del (
         results,
         outputs,

@@ -477,3 +477,18 @@ def test_adapter_for_another_width_is_refused(
 def test_backbone_shape_needs_a_hugging_face_encoder() -> None:
     with pytest.raises(EffcError, match="READ needs a Hugging Face encoder"):
         backbone_shape(torch.nn.Linear(2, 2))
+
+
+def test_backbone_with_bf16_matmuls_stays_close_to_the_f32_one(
+    encoder: tuple[torch.nn.Module, object], compiled_backbone: object
+) -> None:
+    """`matmul_precision="medium"` must change the states (bf16 rounding acted) by no more than its tolerance."""
+    from effc.compiler.optimize import CHECK_TOLERANCE
+    from effc.runtime.read_compile import compile_backbone
+    from effc.runtime.runner import relative_error
+
+    bf16 = compile_backbone(encoder[0], batch_size=16, max_length=16, target="llvm-cpu", matmul_precision="medium")
+    ids = np.random.default_rng(0).integers(5, encoder[0].config.vocab_size, (4, 16))  # type: ignore[attr-defined]
+    mask = np.ones_like(ids)
+    for ours, reference in zip(bf16(ids, mask), compiled_backbone(ids, mask), strict=True):  # type: ignore[operator]
+        assert 2e-5 < relative_error(ours, reference) <= CHECK_TOLERANCE["medium"]

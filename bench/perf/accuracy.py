@@ -57,7 +57,7 @@ def variants(module: torch.nn.Module, example: tuple[torch.Tensor, ...], stages:
             compiled = compile_model(module, example, matmul_precision=precision, **best_known("llvm-cpu"))
         assert compiled.vmfb is not None and compiled.matmul_precision == precision, compiled.notes
         main = load_vmfb(compiled.vmfb).modules.module["main"]
-        forwards[f"effc {precision}"] = lambda inputs, main=main: np.asarray(main(*inputs).to_host())
+        forwards[f"effc {precision}"] = lambda inputs, main=main: np.array(main(*inputs).to_host())
     return forwards
 
 

@@ -20,7 +20,8 @@ Each method runs in fresh processes, so the memory it reports is its own:
     baseline, code pages and allocator caches included) is reported as a second, cruder figure.
 READ runs its side network in micro-batches (READ_MICRO_BATCH rows, gradients accumulated); full
 fine-tuning's memory with the same micro-batches is measured too. read-long is read-cached trained for
-LONG_EPOCHS epochs, read-narrow is read-cached with a GRU of NARROW_WIDTH. Every child runs with
+LONG_EPOCHS epochs, read-narrow is read-cached with a GRU of NARROW_WIDTH, read-narrow-bf16 is read-narrow
+on a bf16-matmul backbone. Every child runs with
 OMP_WAIT_POLICY=PASSIVE. Energy comes from `EnergyLog`: a RAPL/NVML counter when readable, else modeled
 from the process's CPU time at the host's TDP per core (labelled); with cached states only the train
 split's backbone pass is training cost. READ's backbone is compiled once, by the parent (its time is
@@ -56,19 +57,23 @@ from effc.runtime.read_task import load_task, read_config_fields
 from effc.runtime.read_train import EnergyLog, LiveStates, StateCache, Tokens, fit, tokenize, train
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("read", "read-cached", "read-long", "read-narrow", "full", "lora", "bitfit", "head")
+METHODS = ("read", "read-cached", "read-long", "read-narrow", "read-narrow-bf16", "full", "lora", "bitfit", "head")
 # read-long: read-cached trained for LONG_EPOCHS instead of the common epoch count (an extra, labelled row:
 # what READ gains from the longer schedule side networks are usually given, and what it costs).
 LONG_EPOCHS = 10
 # read-narrow: read-cached with a GRU of NARROW_WIDTH instead of the task's width (an extra, labelled row: the
 # side network's cost is most of cached READ's energy, and it grows with the square of the width).
 NARROW_WIDTH = 128
+# read-narrow-bf16: read-narrow on a backbone compiled with `--matmul-precision medium` (bf16 matmul inputs: a
+# faster backbone pass and bf16 weights in memory, on states that differ by ~1e-2); a third extra row.
+BF16_BACKBONE = ("read-narrow-bf16",)
 # Learning rates tried per method by `--sweep` (picked on dev accuracy); READ live and cached train the
 # same network, so `read` uses `read-cached`'s pick. Without a sweep file, the middle value is used.
 LR_GRID = {
     "read-cached": (1e-3, 3e-3, 1e-2),
     "read-long": (1e-3, 3e-3, 1e-2),
     "read-narrow": (1e-3, 3e-3, 1e-2),
+    "read-narrow-bf16": (1e-3, 3e-3, 1e-2),
     "full": (2e-5, 5e-5, 1e-4),
     "lora": (5e-4, 1e-3, 3e-3),
     "bitfit": (1e-3, 3e-3, 1e-2),
@@ -242,7 +247,7 @@ def run_read(
     model = ReadModel(None, config)  # the backbone runs compiled; no torch copy of it is loaded
     backbone = CompiledBackbone(vmfb, "llvm-cpu", task.batch_size, task.max_length)
     extra: dict[str, Any] = {}
-    if method != "read":  # read-cached, read-long, read-narrow
+    if method != "read":  # read-cached and the extra rows
         with StateCache(backbone, data, energy) as cache:
             memory.count_mapping(vmfb)
             extra["cache_build_peak_mb"] = memory.new_phase()
@@ -273,7 +278,7 @@ def child(method: str, phase: str, lr: float, task_path: Path, vmfb: Path, out: 
     task.lr = lr
     if method == "read-long":
         task.epochs = LONG_EPOCHS
-    if method == "read-narrow":
+    if method.startswith("read-narrow"):
         task.read = {**task.read, "hidden_size": NARROW_WIDTH}
     data = tokenize(task, AutoTokenizer.from_pretrained(model_dir()))
     if phase == "memory":
@@ -339,21 +344,39 @@ class Runner:
         self.vmfb = tmp / "backbone.vmfb"
         self.compile_seconds = 0.0
         if with_backbone:
-            start = time.perf_counter()
-            encoder, _, _ = load_hf_directory(model_dir())
-            self.vmfb.write_bytes(
-                backbone_vmfb(
-                    encoder, batch_size=settings["batch_size"], max_length=settings["max_length"], target="llvm-cpu"
-                )
+            self.compile_seconds = self._compile(self.vmfb, "highest")
+
+    def _compile(self, path: Path, matmul_precision: str) -> float:
+        """Compile the tapped backbone to `path`; returns the seconds it took."""
+        start = time.perf_counter()
+        encoder, _, _ = load_hf_directory(model_dir())
+        path.write_bytes(
+            backbone_vmfb(
+                encoder,
+                batch_size=self.settings["batch_size"],
+                max_length=self.settings["max_length"],
+                target="llvm-cpu",
+                matmul_precision=matmul_precision,
             )
-            self.compile_seconds = time.perf_counter() - start
-            print(f"compiled the tapped MiniLM backbone in {self.compile_seconds:.0f} s", flush=True)
+        )
+        seconds = time.perf_counter() - start
+        print(f"compiled the tapped MiniLM backbone ({matmul_precision}) in {seconds:.0f} s", flush=True)
+        return seconds
+
+    def _backbone(self, method: str) -> Path:
+        """The backbone `method` runs on: the bf16-matmul one (compiled on first use) for BF16_BACKBONE rows."""
+        if method not in BF16_BACKBONE:
+            return self.vmfb
+        path = self.tmp / "backbone-bf16.vmfb"
+        if not path.exists():
+            self._compile(path, "medium")
+        return path
 
     def child(self, method: str, phase: str, lr: float, micro_batch: int = 0) -> dict[str, Any]:
         print(f"{method} ({phase} run, lr {lr:g}{f', micro-batch {micro_batch}' if micro_batch else ''}):", flush=True)
         out = self.tmp / f"{method}-{phase}-{lr:g}-{micro_batch}.json"
         command = ["-m", "effc.bench.read.run", "--child", method, "--phase", phase, "--lr", str(lr)]
-        command += ["--task", str(self.task_path), "--vmfb", str(self.vmfb), "--out", str(out)]
+        command += ["--task", str(self.task_path), "--vmfb", str(self._backbone(method)), "--out", str(out)]
         command += ["--micro-batch", str(micro_batch)]
         env = os.environ | CHILD_ENV | (MEMORY_ENV if phase == "memory" else {})
         subprocess.run([sys.executable, *command], check=True, env=env)
@@ -495,7 +518,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"cached READ in micro-batches of {report.get('read_micro_batch', 0)} rows (gradients accumulated; the "
         "same step; live READ in whole batches, one backbone call each); "
         f"read-long is read-cached trained for {LONG_EPOCHS} epochs (its own lr sweep), an extra row; "
-        f"read-narrow is read-cached with GRU width {NARROW_WIDTH} (its own lr sweep), another. "
+        f"read-narrow is read-cached with GRU width {NARROW_WIDTH} (its own lr sweep), another; read-narrow-bf16 "
+        "is read-narrow on a backbone compiled with --matmul-precision medium (bf16 matmul inputs), a third. "
         f"LoRA: {report['lora']}. Learning rates: {report['learning_rates']}. READ's backbone was compiled once by "
         f"IREE in {report['backbone_compile_seconds']:.0f} s, not counted below.",
         "",
@@ -604,22 +628,24 @@ def aims(rows: dict[str, dict[str, Any]]) -> list[str]:
             lambda v: v >= 84,
         ),
     ]
-    narrow = rows.get("read-narrow")
-    if narrow is not None:  # the extra row, against the same aims
+    for name in ("read-narrow", *BF16_BACKBONE):  # the extra rows, against the same aims
+        row = rows.get(name)
+        if row is None:
+            continue
         checks += [
             (
-                f"(extra row) read-narrow, GRU width {NARROW_WIDTH}, within 1.5 points of full fine-tuning",
-                100 * (full["test_accuracy"] - narrow["test_accuracy"]),
+                f"(extra row) {name} within 1.5 points of full fine-tuning",
+                100 * (full["test_accuracy"] - row["test_accuracy"]),
                 " points below",
                 lambda v: v <= 1.5,
             ),
             (
-                "(extra row) read-narrow memory 80% below",
-                reduction(narrow, "peak_train_memory_mb"),
+                f"(extra row) {name} memory 80% below",
+                reduction(row, "peak_train_memory_mb"),
                 "% below",
                 lambda v: v >= 80,
             ),
-            ("(extra row) read-narrow energy 84% below", reduction(narrow, "energy_j"), "% below", lambda v: v >= 84),
+            (f"(extra row) {name} energy 84% below", reduction(row, "energy_j"), "% below", lambda v: v >= 84),
         ]
     return [f"- {what}: {value:.1f}{unit}: {'met' if ok(value) else 'not met'}" for what, value, unit, ok in checks]
 
