@@ -207,6 +207,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("attention-block", "f32", "medium", "decomposed", None, medium, True),
         ("minilm", "f32", "medium", "decomposed", None, medium, False),
         ("smollm2-decode", "f32", "decomposed+medium", "decomposed", None, medium, False),
+        # effc-split-projections: the q/k/v copies were ~25% of IREE's bf16 block (gpu-measurements.md).
+        ("attention-block", "f16", "O+split", "fused", "builtin.module(effc-split-projections)", o_flags, False),
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
