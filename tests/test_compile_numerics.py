@@ -146,3 +146,13 @@ def test_medium_precision_drops_o3_chosen_by_dash_o_on_cuda() -> None:
     compiled = effc.compile(model, inputs, target="cuda", matmul_precision="medium", **best_known("cuda"))
     assert compiled.notes == ["--iree-opt-level=O3 dropped: IREE 3.13 ignores matmul precision 'medium' with it"]
     assert compiled.matmul_precision == "medium"
+
+
+def test_precision_and_parameters_say_they_do_nothing_without_a_module(tmp_path: Path) -> None:
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs, emit="torch", matmul_precision="medium", parameters=tmp_path / "w.irpa")
+    assert compiled.notes == [
+        "parameters and matmul precision 'medium' act in iree-compile: not applied with emit='torch'"
+    ]
+    assert compiled.matmul_precision == "highest" and compiled.parameters is None
+    assert not (tmp_path / "w.irpa").exists()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from effc.bench.chai.run import gensim_data, lee_correlation, lee_similarities, review_documents
-from effc.bench.perf.run import slug
+from effc.bench.perf import slug
 from effc.compiler.api import compile_model
 from effc.compiler.fileio import write_atomic
 from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory, wrap_hf_model

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from effc.bench.perf import slug
+
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"f32": torch.float32, "f16": torch.float16}
 DECODE_CONTEXT = 2048
@@ -371,7 +373,7 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
         "failed_to_compile": manifest.get("failed_to_compile", {}),
     }
     out.mkdir(parents=True, exist_ok=True)
-    stem = "cuda-" + re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-") + (f"-{tag}" if tag else "")
+    stem = "cuda-" + slug(card) + (f"-{tag}" if tag else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from effc.bench.perf import slug
 from effc.bench.perf.workloads import WORKLOADS
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
@@ -45,11 +46,6 @@ TRIALS: dict[str, dict[str, Any]] = {
 }
 # torch modes: each also at torch.set_float32_matmul_precision("medium"), effc's "medium" counterpart.
 TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium")
-
-
-def slug(name: str) -> str:
-    """A machine or card name as a file-name part: `AMD EPYC` → `amd-epyc`."""
-    return "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
 
 
 def config_options(config: str) -> dict[str, Any]:
