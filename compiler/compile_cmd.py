@@ -105,14 +105,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """`compile_model` keyword arguments from the shared model flags; explicit flags refine `-O`."""
+def model_options(args: argparse.Namespace, pipeline: str | None = None) -> dict[str, Any]:
+    """`compile_model` keyword arguments from the shared model flags and the user's `pipeline`; explicit
+    flags refine `-O`, and `-O`'s passes run after the user's."""
     from effc.compiler.iree_backend import check_target
     from effc.compiler.optimize import best_known
+    from effc.passes.pipeline import chain_pipelines
 
     check_target(args.target)
     base = best_known(args.target) if args.optimize else {}
     return {
+        "pipeline": chain_pipelines(pipeline, base.get("pipeline")),
         "inputs": tuple(args.input),
         "target": args.target,
         "cuda_arch": args.cuda_arch,
@@ -132,14 +135,13 @@ def run(args: argparse.Namespace) -> int:
 
     compiled = compile_model(
         args.model,
-        pipeline=args.pass_pipeline,
         emit=args.emit,
         save_temps=args.save_temps,
         parameters=args.params,
         progress=True,
         print_ir_after_all=args.mlir_print_ir_after_all,
         print_ir_after_change=args.mlir_print_ir_after_change,
-        **model_options(args),
+        **model_options(args, args.pass_pipeline),
     )
     suffix = ".vmfb" if args.emit == "vmfb" else ".mlir"
     output = Path(args.output or f"{compiled.name}{suffix}")

@@ -114,10 +114,9 @@ class Variant:
 
     def analysis_pipeline(self, hardware_id: str) -> str:
         """The variant's passes followed by the profile for `hardware_id`, as one pipeline."""
-        from effc.passes import parse_pipeline
+        from effc.passes.pipeline import chain_pipelines
 
-        passes = [str(e) for e in parse_pipeline(self.pipeline).root.elements] if self.pipeline else []
-        return f"builtin.module({','.join([*passes, f'effc-profile{{target={hardware_id}}}'])})"
+        return str(chain_pipelines(self.pipeline, f"builtin.module(effc-profile{{target={hardware_id}}})"))
 
 
 def parse_variants(specs: list[str]) -> list[Variant]:
@@ -277,8 +276,8 @@ class _Measurer:
         key = (variant.name, target)
         if key not in self.compiled:
             a = self.args
-            options = model_options(argparse.Namespace(**vars(a) | {"target": target}))
-            self.compiled[key] = compile_model(a.model, pipeline=variant.pipeline, progress=True, **options)
+            options = model_options(argparse.Namespace(**vars(a) | {"target": target}), variant.pipeline)
+            self.compiled[key] = compile_model(a.model, progress=True, **options)
         return self.compiled[key]
 
 

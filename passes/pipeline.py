@@ -246,6 +246,12 @@ def parse_pipeline(text: str) -> Pipeline:
     return Pipeline(_Parser(text).pipeline(), text)
 
 
+def chain_pipelines(*pipelines: str | None) -> str | None:
+    """One pipeline that runs the given ones in order (None ones skipped; None if all are)."""
+    elements = [str(e) for text in pipelines if text for e in parse_pipeline(text).root.elements]
+    return f"{ROOT_ANCHOR}({','.join(elements)})" if any(pipelines) else None
+
+
 # --- building the PassManager -----------------------------------------------------------------------
 
 

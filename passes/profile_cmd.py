@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     hardware = load_hardware(args.hardware or DEFAULT_HARDWARE[args.target])
     device = RUNTIME_DEVICE[args.target]
     check_device(device)
-    options = model_options(args)
+    options = model_options(args, args.pass_pipeline)
     stages = Stages()
     with stages.stage("load model"):
         loaded = load_model(args.model, trust_pickle=args.trust_pickle)
@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
         specs = tuple(parse_input_spec(s) for s in args.input)
         imported = import_model(loaded, specs, attention=resolve_attention(options["attention"], args.target, loaded))
     module = imported.module
-    if args.pass_pipeline:
+    if options["pipeline"]:
         from effc.passes import run as run_pipeline
 
         with stages.stage("effc pass pipeline"):
-            run_pipeline(module, args.pass_pipeline)
+            run_pipeline(module, options["pipeline"])
     with stages.stage(f"effc-profile{{target={hardware.id}}}"):
         ProfilePass(target=hardware.id).apply(module.operation)
         ops = tag_ops(module)

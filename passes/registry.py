@@ -26,6 +26,12 @@ def _carbon() -> type[ModulePass]:
     return CarbonPass
 
 
+def _hoist_softmax_guard() -> type[ModulePass]:
+    from effc.passes.hoist_softmax_guard import HoistSoftmaxGuardPass
+
+    return HoistSoftmaxGuardPass
+
+
 def _profile() -> type[ModulePass]:
     from effc.passes.profile import ProfilePass
 
@@ -60,6 +66,7 @@ def _lower_to_linalg() -> type[ModulePass]:
 _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-carbon": _carbon,
     "effc-chai": _chai,
+    "effc-hoist-softmax-guard": _hoist_softmax_guard,
     "effc-lower-to-linalg": _lower_to_linalg,
     "effc-profile": _profile,
     "effc-raise-attention": _raise_attention,

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise EffcError(f"--repeats must be at least 1, got {args.repeats}")
-    compiled = compile_model(args.model, pipeline=args.pass_pipeline, progress=True, **model_options(args))
+    compiled = compile_model(args.model, progress=True, **model_options(args, args.pass_pipeline))
     with Stages().stage("benchmark effc, torch eager and torch.compile"):
         result = benchmark_compiled(compiled, repeats=args.repeats, with_compile=not args.no_torch_compile)
     table = Table(title=f"{compiled.name} on {result['machine']['cpu']} ({args.target})")

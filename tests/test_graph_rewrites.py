@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
 from effc.bench.perf.workloads import AttentionBlock
 from effc.compiler.api import compile_model
 from effc.tests import model_zoo
+from effc.tests.conftest import EffcCli
 
 SPLIT = "builtin.module(effc-split-projections)"
 
@@ -40,3 +42,40 @@ def test_split_projections_gpt2() -> None:
     assert "!torch.vtensor<[16,192],f32>" not in mms
     assert mms.count("!torch.vtensor<[16,64],f32>") == 2 * 5  # per layer: q, k, v, attn.c_proj and mlp.c_proj
     assert "!torch.vtensor<[1,16,64],f32>" not in _results(compiled.mlir, "torch.aten.slice.Tensor")
+
+
+class MaskedAttention(torch.nn.Module):
+    """sdpa with a boolean mask whose last query row sees no key, so torch's safe-softmax guard acts."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def test_hoist_softmax_guard_keeps_fully_masked_rows() -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 6, 4) for _ in range(3))
+    mask = torch.ones(1, 1, 6, 6, dtype=torch.bool).tril()
+    mask[..., -1, :] = False
+    expected = MaskedAttention()(q, k, v, mask)
+    assert torch.all(expected[:, :, -1] == 0) and torch.all(expected[:, :, :-1] != 0)
+    compiled = compile_model(
+        MaskedAttention(), (q, k, v, mask), attention="decomposed", pipeline="builtin.module(effc-hoist-softmax-guard)"
+    )
+    assert 'effc.hoist_softmax_guard = "1/1 safe-softmax guards tested on the mask"' in compiled.mlir
+    # The guard's reduction now runs over the [1,1,6,6] mask, not the [2,3,6,6] scores.
+    assert _results(compiled.mlir, "torch.aten.all.dim") == ["!torch.vtensor<[1,1,6,1],i1>"]
+    assert max(compiled.compare()) < 1e-6
+
+
+def test_optimize_runs_its_passes_after_the_users(effc_cli: EffcCli, tmp_path: Path) -> None:
+    model, _ = model_zoo.bert()
+    directory = tmp_path / "tiny-bert"
+    model.model.save_pretrained(directory)
+    out = tmp_path / "bert.torch.mlir"
+    pipeline = "builtin.module(effc-raise-attention)"
+    result = effc_cli("compile", str(directory), "-O", "--pass-pipeline", pipeline, "--emit", "torch", "-o", str(out))
+    assert result.code == 0, result.err
+    text = out.read_text()
+    # The user's pass saw the guards (and left those chains alone); -O's pass then hoisted them.
+    assert re.search(r'effc.raise_attention = "0/(\d+) [^"]*safe-softmax guard[^"]*\(\1\)"', text)
+    assert re.search(r'effc.hoist_softmax_guard = "(\d+)/\1 safe-softmax guards tested on the mask"', text)

@@ -43,6 +43,8 @@ TRIALS: dict[str, dict[str, Any]] = {
     "O-ukernels": {"optional_iree_flags": ("--iree-dispatch-creation-data-tiling",)},
     "O+medium": {"matmul_precision": "medium"},
     "O+split": {"pipeline": "builtin.module(effc-split-projections)"},
+    "O-hoist": {"pipeline": None},
+    "O-hoist+medium": {"pipeline": None, "matmul_precision": "medium"},
 }
 # torch modes: each also at torch.set_float32_matmul_precision("medium"), effc's "medium" counterpart.
 TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium")
@@ -51,13 +53,18 @@ TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium")
 def config_options(config: str) -> dict[str, Any]:
     """`compile_model` options for a configuration: none, `-O`'s, or `-O`'s changed by a trial."""
     from effc.compiler.optimize import best_known
+    from effc.passes.pipeline import chain_pipelines
 
     if config == "default":
         return {}
     options = best_known("llvm-cpu")
     for key, value in TRIALS.get(config, {}).items():
-        merge = config.startswith("O+") and isinstance(value, tuple)
-        options[key] = (*options.get(key, ()), *value) if merge else value
+        if config.startswith("O+") and key == "pipeline":
+            options[key] = chain_pipelines(value, options.get(key))
+        elif config.startswith("O+") and isinstance(value, tuple):
+            options[key] = (*options.get(key, ()), *value)
+        else:
+            options[key] = value
     return options
 
 

@@ -1,0 +1,116 @@
+"""`effc-hoist-softmax-guard`: test torch's safe-softmax guard on the attention mask, not on every score.
+
+torch decomposes `scaled_dot_product_attention` (and `_safe_softmax`) into a softmax plus a guard that
+zeroes the rows whose every score is -inf: `where(all(scores == -inf, dim), 0, softmax(scores))`, with
+`scores = q·kᵀ·scale + mask`. IREE makes the guard a reduction dispatch of its own over every head's
+scores: on the 2-core CPU `reduction_1536x128_f32xi1`, 0.5 ms of MiniLM's 14.2 ms of dispatches with
+bf16 matmuls (bench/perf/NOTES.md).
+
+A row of `q·kᵀ·scale + mask` is all -inf exactly when the mask's row is, as long as q·kᵀ·scale is finite.
+So the guard becomes `all(mask == -inf, dim)`: a reduction over the mask alone ([1, 1, T, T] instead of
+[B, H, T, T]), the same for every head and, after CSE, for every layer; the result is broadcast back to
+the guard's shape. Output is unchanged whenever the scores before the mask are finite. Where they are
+not (an overflowed or NaN dot product in a fully masked row) torch returns that row as NaN, or as zeros
+where an unmasked score overflowed to -inf, and this pass returns zeros, or NaN, for it.
+
+Left as they are, counted by reason in the module attribute `effc.hoist_softmax_guard`: guards on scores
+that are not `x + mask` (alpha 1), masks that are not floats or lack the softmax axis, and guards that drop
+the reduced axis (the decomposition keeps it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+from torch_mlir import ir
+
+from effc.passes.base import ModulePass
+from effc.passes.chai import functions
+from effc.passes.chai_narrow import (
+    Builder,
+    TensorType,
+    constant_bool,
+    constant_int,
+    constant_number,
+    erase_dead_ops,
+    producer,
+    tensor_type,
+)
+
+REPORT_ATTRIBUTE = "effc.hoist_softmax_guard"
+_FLOATS = ("f16", "bf16", "f32", "f64")
+
+
+class _Skip(Exception):
+    """Why a guard stays as it is (the reason goes into the report)."""
+
+
+def _is_guard(op: ir.Operation) -> bool:
+    """Is `op` the reduction of torch's guard, `all(scores == -inf, dim)`?"""
+    if op.name != "torch.aten.all.dim":
+        return False
+    eq = producer(op.operands[0])
+    return eq is not None and eq.name == "torch.aten.eq.Scalar" and constant_number(eq.operands[1]) == -math.inf
+
+
+def _hoist(guard: ir.Operation) -> None:
+    """Replace the uses of `guard` with the same test on the mask (raises `_Skip` where it cannot)."""
+    eq = producer(guard.operands[0])
+    assert eq is not None
+    add = producer(eq.operands[0])
+    scores, guard_type = tensor_type(eq.operands[0]), tensor_type(guard.results[0])
+    axis = constant_int(guard.operands[1])
+    if add is None or add.name != "torch.aten.add.Tensor" or constant_number(add.operands[2]) != 1.0:
+        raise _Skip("scores are not x + mask")
+    mask = tensor_type(add.operands[1])
+    if mask is None or scores is None or guard_type is None or axis is None or mask.dtype not in _FLOATS:
+        raise _Skip("mask of unknown shape or not a float")
+    if constant_bool(guard.operands[2]) is not True:
+        raise _Skip("guard drops the reduced axis")
+    mask_axis = len(mask.shape) - (len(scores.shape) - axis % len(scores.shape))
+    if mask_axis < 0:
+        raise _Skip("mask without the softmax axis")
+    b = Builder(guard)
+    masked = b.op("torch.aten.eq.Scalar", [add.operands[1], eq.operands[1]], [TensorType(mask.shape, "i1").ir_type()])
+    rows = TensorType(mask.with_dim(mask_axis, 1).shape, "i1")
+    fully_masked = b.op("torch.aten.all.dim", [masked.result, b.int(mask_axis), b.bool(True)], [rows.ir_type()])
+    if rows.shape != guard_type.shape:
+        shape = b.int_list(guard_type.shape)
+        fully_masked = b.op("torch.aten.broadcast_to", [fully_masked.result, shape], [guard.results[0].type])
+    guard.results[0].replace_all_uses_with(fully_masked.result)
+
+
+def hoist_module(module: ir.Operation) -> str:
+    """Hoist every safe-softmax guard of `module` (a builtin.module op) that has a mask; returns the report."""
+    with module.context:
+        guards = [op.operation for _, _, block in functions(module) for op in block.operations if _is_guard(op)]
+        left: dict[str, int] = {}
+        for guard in guards:
+            try:
+                _hoist(guard)
+            except _Skip as skip:
+                left[str(skip)] = left.get(str(skip), 0) + 1
+        hoisted = len(guards) - sum(left.values())
+        if hoisted:
+            for _, _, block in functions(module):
+                erase_dead_ops(block)
+        report = f"{hoisted}/{len(guards)} safe-softmax guards tested on the mask"
+        if left:
+            report += "; left: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(left.items()))
+        module.attributes[REPORT_ATTRIBUTE] = ir.StringAttr.get(report)
+    return report
+
+
+@dataclasses.dataclass(frozen=True)
+class HoistSoftmaxGuardPass(ModulePass):
+    name: ClassVar[str] = "effc-hoist-softmax-guard"
+    description: ClassVar[str] = (
+        "Test torch's safe-softmax guard (all(scores == -inf) per row) on the additive attention mask instead "
+        "of every head's scores: one small reduction shared by heads and layers instead of one per head. "
+        "Same output whenever the scores before the mask are finite."
+    )
+
+    def apply(self, module: ir.Operation) -> None:
+        hoist_module(module)
