@@ -169,12 +169,11 @@ class StateCache:
         with path.open("wb") as handle:
             for rows in _chunks(len(lengths), backbone.batch_size):
                 longest = int(lengths[rows].max())
-                final, states = backbone(tokens.input_ids[rows, :longest], tokens.attention_mask[rows, :longest])
-                layout = np.concatenate([final[None], states]).transpose(1, 2, 0, 3)  # B, T, 1+L, d
+                layout = backbone.token_major(tokens.input_ids[rows, :longest], tokens.attention_mask[rows, :longest])
                 self.row_shape = layout.shape[2:]
                 for i, row in enumerate(rows):
                     offsets[row] = handle.tell()
-                    handle.write(np.ascontiguousarray(layout[i, : lengths[row]], dtype=np.float32).tobytes())
+                    handle.write(layout[i, : lengths[row]].data)  # contiguous: written without a copy
                 if energy:
                     energy.poll()
         self.files[name], self.lengths[name], self.offsets[name] = path, lengths, offsets

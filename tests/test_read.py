@@ -281,6 +281,8 @@ def test_backbone_runs_batches_shorter_than_it_was_compiled_for(
     ids, mask = data.input_ids[short, :8], data.attention_mask[short, :8]
     final, states = compiled_backbone(ids, mask)  # padded to 16 tokens inside, trimmed back
     assert final.shape == (5, 8, 32) and states.shape == (2, 5, 8, 32)
+    by_token = compiled_backbone.token_major(ids, mask)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(by_token, np.concatenate([final[None], states]).transpose(1, 2, 0, 3))
     full_final, full_states = compiled_backbone(data.input_ids[short], data.attention_mask[short])
     real = mask.astype(bool)
     np.testing.assert_array_equal(final[real], full_final[:, :8][real])
