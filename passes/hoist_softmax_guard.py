@@ -34,17 +34,13 @@ from effc.passes.chai_narrow import (
     constant_bool,
     constant_int,
     constant_number,
-    erase_dead_ops,
     producer,
     tensor_type,
 )
+from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.hoist_softmax_guard"
 _FLOATS = ("f16", "bf16", "f32", "f64")
-
-
-class _Skip(Exception):
-    """Why a guard stays as it is (the reason goes into the report)."""
 
 
 def _is_guard(op: ir.Operation) -> bool:
@@ -63,15 +59,15 @@ def _hoist(guard: ir.Operation) -> None:
     scores, guard_type = tensor_type(eq.operands[0]), tensor_type(guard.results[0])
     axis = constant_int(guard.operands[1])
     if add is None or add.name != "torch.aten.add.Tensor" or constant_number(add.operands[2]) != 1.0:
-        raise _Skip("scores are not x + mask")
+        raise Skip("scores are not x + mask")
     mask = tensor_type(add.operands[1])
     if mask is None or scores is None or guard_type is None or axis is None or mask.dtype not in _FLOATS:
-        raise _Skip("mask of unknown shape or not a float")
+        raise Skip("mask of unknown shape or not a float")
     if constant_bool(guard.operands[2]) is not True:
-        raise _Skip("guard drops the reduced axis")
+        raise Skip("guard drops the reduced axis")
     mask_axis = len(mask.shape) - (len(scores.shape) - axis % len(scores.shape))
     if mask_axis < 0:
-        raise _Skip("mask without the softmax axis")
+        raise Skip("mask without the softmax axis")
     b = Builder(guard)
     masked = b.op("torch.aten.eq.Scalar", [add.operands[1], eq.operands[1]], [TensorType(mask.shape, "i1").ir_type()])
     rows = TensorType(mask.with_dim(mask_axis, 1).shape, "i1")
@@ -86,21 +82,8 @@ def hoist_module(module: ir.Operation) -> str:
     """Hoist every safe-softmax guard of `module` (a builtin.module op) that has a mask; returns the report."""
     with module.context:
         guards = [op.operation for _, _, block in functions(module) for op in block.operations if _is_guard(op)]
-        left: dict[str, int] = {}
-        for guard in guards:
-            try:
-                _hoist(guard)
-            except _Skip as skip:
-                left[str(skip)] = left.get(str(skip), 0) + 1
-        hoisted = len(guards) - sum(left.values())
-        if hoisted:
-            for _, _, block in functions(module):
-                erase_dead_ops(block)
-        report = f"{hoisted}/{len(guards)} safe-softmax guards tested on the mask"
-        if left:
-            report += "; left: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(left.items()))
-        module.attributes[REPORT_ATTRIBUTE] = ir.StringAttr.get(report)
-    return report
+        what = "safe-softmax guards tested on the mask"
+        return rewrite_sites(module, guards, _hoist, attribute=REPORT_ATTRIBUTE, what=what)
 
 
 @dataclasses.dataclass(frozen=True)

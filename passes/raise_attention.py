@@ -32,26 +32,22 @@ from typing import ClassVar
 from torch_mlir import ir
 
 from effc.passes.base import ModulePass
-from effc.passes.chai import SDPA, Site, find_sites, functions
+from effc.passes.chai import SDPA, Site, find_sites
 from effc.passes.chai_narrow import (
     VIEW_OPS,
     Builder,
     TensorType,
     constant_number,
-    erase_dead_ops,
     producer,
     tensor_type,
 )
+from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.raise_attention"
 _FLOATS = ("f16", "bf16", "f32", "f64")
 _SCALES = ("torch.aten.mul.Scalar", "torch.aten.div.Scalar")
 _SOFTMAX = ("torch.aten._softmax", "torch.aten.softmax.int", "torch.aten.div.Tensor")
 _CHAIN_LIMIT = 64  # ops in one attention chain; a walk that goes further has left the chain
-
-
-class _Skip(Exception):
-    """Why a chain stays as it is (the reason goes into the report)."""
 
 
 def _short(op: ir.Operation) -> str:
@@ -66,10 +62,10 @@ def _is_float_cast(op: ir.Operation) -> bool:
 def _types(site: Site) -> tuple[TensorType, TensorType]:
     """Q's and the probabilities' types, once every shape and dtype agrees with sdpa's."""
     if site.q is None or site.k is None or site.values is None or site.output is None or site.probs is None:
-        raise _Skip("Q, K or V not found")
+        raise Skip("Q, K or V not found")
     q, k, v, out, probs = (tensor_type(x) for x in (site.q, site.k, site.values, site.output, site.probs))
     if q is None or k is None or v is None or out is None or probs is None:
-        raise _Skip("Q, K or V not found")
+        raise Skip("Q, K or V not found")
     batch_heads = {x.shape[:2] for x in (q, k, v, out, probs)}
     rows = {q.shape[2], out.shape[2], probs.shape[2]}
     keys = {k.shape[2], v.shape[2], probs.shape[3]}
@@ -80,11 +76,11 @@ def _types(site: Site) -> tuple[TensorType, TensorType]:
         or q.shape[3] != k.shape[3]
         or v.shape[3] != out.shape[3]
     ):
-        raise _Skip("shapes sdpa cannot take")
+        raise Skip("shapes sdpa cannot take")
     if q.dtype not in _FLOATS or {k.dtype, v.dtype, out.dtype} != {q.dtype}:
-        raise _Skip("Q, K, V of different dtypes")
+        raise Skip("Q, K, V of different dtypes")
     if q.shape[2] == 1:
-        raise _Skip("one query row (decode steps stay decomposed)")
+        raise Skip("one query row (decode steps stay decomposed)")
     return q, probs
 
 
@@ -92,9 +88,9 @@ def _mask(site: Site, q: TensorType, probs: TensorType) -> ir.Value | None:
     """The additive mask that sdpa needs (None for none); raises `_Skip` where sdpa computes something else."""
     for op in site.softmax_ops:
         if op.name == "torch.aten.where.self":
-            raise _Skip("safe-softmax guard (fused attention gives NaN for fully masked rows)")
+            raise Skip("safe-softmax guard (fused attention gives NaN for fully masked rows)")
         if op.name not in _SOFTMAX and not _is_float_cast(op):
-            raise _Skip(f"{_short(op)} around the softmax")
+            raise Skip(f"{_short(op)} around the softmax")
     mask, scaled_after = None, False
     for op in site.score_ops:  # from the softmax back: an op met earlier ran later
         if op.name in VIEW_OPS or _is_float_cast(op):
@@ -103,21 +99,21 @@ def _mask(site: Site, q: TensorType, probs: TensorType) -> ir.Value | None:
             scaled_after = True
             continue
         if op.name != "torch.aten.add.Tensor":
-            raise _Skip(f"{_short(op)} on the scores")
+            raise Skip(f"{_short(op)} on the scores")
         if mask is not None:
-            raise _Skip("several masks added to the scores")
+            raise Skip("several masks added to the scores")
         if scaled_after:
-            raise _Skip("mask added before the scaling")
+            raise Skip("mask added before the scaling")
         scores, mask_type = tensor_type(op.operands[0]), tensor_type(op.operands[1])
         if constant_number(op.operands[2]) != 1.0 or scores is None or scores.shape != probs.shape:
-            raise _Skip("mask added in another layout")
+            raise Skip("mask added in another layout")
         if (
             mask_type is None
             or mask_type.dtype != q.dtype
             or len(mask_type.shape) != 4
             or any(m not in (1, p) for m, p in zip(mask_type.shape, probs.shape, strict=True))
         ):
-            raise _Skip("mask of a shape or dtype sdpa cannot take")
+            raise Skip("mask of a shape or dtype sdpa cannot take")
         mask = op.operands[1]
     return mask
 
@@ -135,7 +131,7 @@ def _check_private(site: Site, inputs: list[ir.Value]) -> None:
             continue
         chain.add(op)
         if len(chain) > _CHAIN_LIMIT:
-            raise _Skip("attention values used outside the chain")
+            raise Skip("attention values used outside the chain")
         for operand in op.operands:
             source = producer(operand)
             if operand in stop or tensor_type(operand) is None or source is None or not list(source.operands):
@@ -144,7 +140,7 @@ def _check_private(site: Site, inputs: list[ir.Value]) -> None:
     for op in chain:
         for result in op.results:
             if result != site.output and any(use.owner.operation not in chain for use in result.uses):
-                raise _Skip("attention values used outside the chain")
+                raise Skip("attention values used outside the chain")
 
 
 def _raise(site: Site) -> None:
@@ -171,21 +167,8 @@ def raise_module(module: ir.Operation) -> str:
     """Raise every attention chain of `module` (a builtin.module op) that sdpa expresses; returns the report."""
     with module.context:
         chains = [s for found in find_sites(module).values() for s in found if s.kind == "matmul"]
-        left: dict[str, int] = {}
-        for site in chains:
-            try:
-                _raise(site)
-            except _Skip as skip:
-                left[str(skip)] = left.get(str(skip), 0) + 1
-        raised = len(chains) - sum(left.values())
-        if raised:
-            for _, _, block in functions(module):
-                erase_dead_ops(block)
-        report = f"{raised}/{len(chains)} attention chains raised to scaled_dot_product_attention"
-        if left:
-            report += "; left: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(left.items()))
-        module.attributes[REPORT_ATTRIBUTE] = ir.StringAttr.get(report)
-    return report
+        what = "attention chains raised to scaled_dot_product_attention"
+        return rewrite_sites(module, chains, _raise, attribute=REPORT_ATTRIBUTE, what=what)
 
 
 @dataclasses.dataclass(frozen=True)
