@@ -101,7 +101,7 @@ def _train(args: argparse.Namespace) -> int:
     from effc.runtime.read import ReadConfig, attach
     from effc.runtime.read_compile import compile_backbone, default_target
     from effc.runtime.read_task import load_task, read_config_fields
-    from effc.runtime.read_train import EnergyLog, LiveStates, StateCache, tokenize, train
+    from effc.runtime.read_train import EnergyLog, LiveStates, StateCache, backbone_batch, tokenize, train
 
     task = load_task(args.task)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in task.splits.items())
@@ -111,8 +111,9 @@ def _train(args: argparse.Namespace) -> int:
     model = attach(backbone_model, ReadConfig(**read_config_fields(task)))
     model.print_trainable_parameters()
     target = args.target or default_target()
-    backbone = compile_backbone(backbone_model, batch_size=task.batch_size, max_length=task.max_length, target=target)
-    _say(f"compiled the backbone with {model.config.num_layers} layer taps for {target}")
+    batch = backbone_batch(task.batch_size, cached=args.cache_states)
+    backbone = compile_backbone(backbone_model, batch_size=batch, max_length=task.max_length, target=target)
+    _say(f"compiled the backbone with {model.config.num_layers} layer taps for {target}, {batch} rows per call")
     data = tokenize(task, tokenizer)
     energy = EnergyLog(on_gpu=torch.cuda.is_available())
     if args.cache_states:

@@ -209,6 +209,16 @@ class StateCache:
         }
 
 
+# Rows per backbone call when the backbone only fills a StateCache: no training step needs a whole batch of
+# states at once there, and the backbone's activations and results (and their copy) shrink with the rows.
+CACHE_BATCH = 8
+
+
+def backbone_batch(task_batch: int, *, cached: bool) -> int:
+    """The batch to compile the backbone for: the task's, or at most CACHE_BATCH rows when states are cached."""
+    return min(task_batch, CACHE_BATCH) if cached else task_batch
+
+
 def _tensor(array: np.ndarray, device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 

@@ -410,6 +410,7 @@ def test_cli_train_then_merge(tmp_path: Path, encoder_dir: Path, effc_cli: EffcC
     )
     assert result.code == 0, result.err
     assert "trainable params:" in result.out and "cached states saved about" in result.out
+    assert "layer taps for llvm-cpu, 8 rows per call" in result.out  # only the state cache calls the backbone
     report = json.loads((adapter / "train_report.json").read_text())
     assert report["energy"]["source"] in ("measured-rapl", "measured-nvml", "modeled")
     assert report["cache"]["saved_seconds_estimate"] >= 0

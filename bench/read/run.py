@@ -54,7 +54,17 @@ from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory
 from effc.runtime.read import ReadConfig, ReadModel, masked_mean
 from effc.runtime.read_compile import CompiledBackbone, backbone_vmfb
 from effc.runtime.read_task import load_task, read_config_fields
-from effc.runtime.read_train import EnergyLog, LiveStates, StateCache, Tokens, fit, tokenize, train
+from effc.runtime.read_train import (
+    CACHE_BATCH,
+    EnergyLog,
+    LiveStates,
+    StateCache,
+    Tokens,
+    backbone_batch,
+    fit,
+    tokenize,
+    train,
+)
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("read", "read-cached", "read-long", "read-narrow", "read-narrow-bf16", "full", "lora", "bitfit", "head")
@@ -245,7 +255,8 @@ def run_read(
         **read_config_fields(task),
     )
     model = ReadModel(None, config)  # the backbone runs compiled; no torch copy of it is loaded
-    backbone = CompiledBackbone(vmfb, "llvm-cpu", task.batch_size, task.max_length)
+    rows = backbone_batch(task.batch_size, cached=method != "read")
+    backbone = CompiledBackbone(vmfb, "llvm-cpu", rows, task.max_length)
     extra: dict[str, Any] = {}
     if method != "read":  # read-cached and the extra rows
         with StateCache(backbone, data, energy) as cache:
@@ -337,39 +348,32 @@ def task_file(examples: int, epochs: int, batch_size: int, max_length: int) -> d
 class Runner:
     """Writes the task file, compiles READ's backbone once, and runs children against both."""
 
-    def __init__(self, settings: dict[str, Any], tmp: Path, with_backbone: bool) -> None:
+    def __init__(self, settings: dict[str, Any], tmp: Path) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.settings, self.tmp = settings, tmp
         self.task_path = write_atomic(RESULTS / "task.json", json.dumps(settings, indent=2) + "\n")
-        self.vmfb = tmp / "backbone.vmfb"
-        self.compile_seconds: dict[str, float] = {}  # per matmul precision compiled
-        if with_backbone:
-            self._compile(self.vmfb, "highest")
-
-    def _compile(self, path: Path, matmul_precision: str) -> None:
-        """Compile the tapped backbone to `path`, recording the seconds it took."""
-        start = time.perf_counter()
-        encoder, _, _ = load_hf_directory(model_dir())
-        path.write_bytes(
-            backbone_vmfb(
-                encoder,
-                batch_size=self.settings["batch_size"],
-                max_length=self.settings["max_length"],
-                target="llvm-cpu",
-                matmul_precision=matmul_precision,
-            )
-        )
-        seconds = time.perf_counter() - start
-        print(f"compiled the tapped MiniLM backbone ({matmul_precision}) in {seconds:.0f} s", flush=True)
-        self.compile_seconds[matmul_precision] = seconds
+        self.compile_seconds: dict[str, float] = {}  # per backbone compiled, e.g. "f32, 8 rows"
 
     def _backbone(self, method: str) -> Path:
-        """The backbone `method` runs on: the bf16-matmul one (compiled on first use) for BF16_BACKBONE rows."""
-        if method not in BF16_BACKBONE:
-            return self.vmfb
-        path = self.tmp / "backbone-bf16.vmfb"
+        """The tapped backbone `method` runs on, compiled on first use: bf16 matmuls for BF16_BACKBONE rows, and
+        for CACHE_BATCH rows per call where states are cached (live READ calls it per training batch)."""
+        precision = "medium" if method in BF16_BACKBONE else "highest"
+        rows = backbone_batch(self.settings["batch_size"], cached=method != "read")
+        name = f"{'bf16' if precision == 'medium' else 'f32'}, {rows} rows"
+        path = self.tmp / f"backbone-{precision}-{rows}.vmfb"
         if not path.exists():
-            self._compile(path, "medium")
+            start = time.perf_counter()
+            encoder, _, _ = load_hf_directory(model_dir())
+            vmfb = backbone_vmfb(
+                encoder,
+                batch_size=rows,
+                max_length=self.settings["max_length"],
+                target="llvm-cpu",
+                matmul_precision=precision,
+            )
+            path.write_bytes(vmfb)
+            self.compile_seconds[name] = time.perf_counter() - start
+            print(f"compiled the tapped MiniLM backbone ({name}) in {self.compile_seconds[name]:.0f} s", flush=True)
         return path
 
     def child(self, method: str, phase: str, lr: float, micro_batch: int = 0) -> dict[str, Any]:
@@ -395,7 +399,7 @@ def sweep(methods: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         if earlier.get("task") == settings and m in LR_GRID and earlier["grid"].get(m) == list(LR_GRID[m])
     }
     with tempfile.TemporaryDirectory(prefix="effc-bench-read-") as tmp:
-        runner = Runner(settings, Path(tmp), with_backbone=any(m.startswith("read") for m in tuned))
+        runner = Runner(settings, Path(tmp))
         for method in tuned:
             results[method] = [runner.child(method, "train", lr) for lr in LR_GRID[method]]
     best = {m: max(rows, key=lambda r: r["dev_accuracy"])["lr"] for m, rows in results.items()}
@@ -433,7 +437,7 @@ def parent(methods: list[str], settings: dict[str, Any], keep: bool = False) -> 
     earlier = json.loads((RESULTS / "read.json").read_text()) if keep and (RESULTS / "read.json").exists() else {}
     kept = [r for r in earlier.get("results", []) if earlier.get("task") == settings and r["method"] not in methods]
     with tempfile.TemporaryDirectory(prefix="effc-bench-read-") as tmp:
-        runner = Runner(settings, Path(tmp), with_backbone=any(m.startswith("read") for m in methods))
+        runner = Runner(settings, Path(tmp))
         for method in methods:
             rows.append(runner.child(method, "memory", lrs[method]) | runner.child(method, "train", lrs[method]))
         # Full fine-tuning with READ's micro-batches too, for the memory comparison at equal micro-batches.
@@ -457,8 +461,7 @@ def parent(methods: list[str], settings: dict[str, Any], keep: bool = False) -> 
         "lora": LORA,
         "learning_rates": lr_source,
         "sweep_test_accuracy": sweep_test,
-        "backbone_compile_seconds": runner.compile_seconds.get("highest", 0.0),
-        "bf16_backbone_compile_seconds": runner.compile_seconds.get("medium"),
+        "backbone_compile_seconds": runner.compile_seconds,
         "read_micro_batch": READ_MICRO_BATCH,
         "child_env": CHILD_ENV,
         "full_micro_batch_peak_mb": full_micro.get("peak_train_memory_mb"),
@@ -493,6 +496,7 @@ def sweep_markdown(swept: dict[str, Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The results table, with each reduction relative to full fine-tuning."""
+    compiles = "; ".join(f"{name}: {seconds:.0f} s" for name, seconds in report["backbone_compile_seconds"].items())
     machine, task = report["machine"], report["task"]
     load = report["load_average_before_after"]
     rows = {r["method"]: r for r in report["results"]}
@@ -521,14 +525,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"read-long is read-cached trained for {LONG_EPOCHS} epochs (its own lr sweep), an extra row; "
         f"read-narrow is read-cached with GRU width {NARROW_WIDTH} (its own lr sweep), another; read-narrow-bf16 "
         "is read-narrow on a backbone compiled with --matmul-precision medium (bf16 matmul inputs), a third. "
-        f"LoRA: {report['lora']}. Learning rates: {report['learning_rates']}. READ's backbone was compiled once by "
-        f"IREE in {report['backbone_compile_seconds']:.0f} s"
-        + (
-            f" (the bf16 one in {report['bf16_backbone_compile_seconds']:.0f} s)"
-            if report.get("bf16_backbone_compile_seconds")
-            else ""
-        )
-        + ", not counted below.",
+        f"LoRA: {report['lora']}. Learning rates: {report['learning_rates']}. READ's backbones were compiled "
+        f"once each by IREE ({compiles}), not counted below; cached READ's backbone runs {CACHE_BATCH} rows per "
+        "call, live READ's a whole batch.",
         "",
         f"Peak train memory: {report['memory_measure']}. Peak RSS (full run): VmHWM of the whole training run "
         "with the default allocator, code pages and allocator caches included.",
