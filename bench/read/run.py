@@ -435,14 +435,18 @@ def parent(methods: list[str], settings: dict[str, Any], keep: bool = False) -> 
     load_before = os.getloadavg()
     rows = []
     earlier = json.loads((RESULTS / "read.json").read_text()) if keep and (RESULTS / "read.json").exists() else {}
-    kept = [r for r in earlier.get("results", []) if earlier.get("task") == settings and r["method"] not in methods]
+    kept = [  # each row keeps the date of the run that measured it
+        {"measured": earlier["date"]} | r
+        for r in earlier.get("results", [])
+        if earlier.get("task") == settings and r["method"] not in methods
+    ]
     with tempfile.TemporaryDirectory(prefix="effc-bench-read-") as tmp:
         runner = Runner(settings, Path(tmp))
         for method in methods:
             rows.append(runner.child(method, "memory", lrs[method]) | runner.child(method, "train", lrs[method]))
         # Full fine-tuning with READ's micro-batches too, for the memory comparison at equal micro-batches.
         full_micro = runner.child("full", "memory", lrs["full"], READ_MICRO_BATCH) if "full" in methods else {}
-    if kept:  # --keep: rows of methods not rerun come from the earlier run, which is named
+    if kept:  # --keep: rows of methods not rerun come from earlier runs, which are named
         rows = [
             next((r for r in rows if r["method"] == m), None) or next(r for r in kept if r["method"] == m)
             for m in METHODS
@@ -450,8 +454,10 @@ def parent(methods: list[str], settings: dict[str, Any], keep: bool = False) -> 
         ]
         full_micro = full_micro or {"peak_train_memory_mb": earlier.get("full_micro_batch_peak_mb")}
     task = load_task(runner.task_path)
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    rows = [{"measured": date} | row for row in rows]  # rows measured now; kept ones already say when
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": date,
         "machine": machine_description(),
         "load_average_before_after": [load_before, os.getloadavg()],
         "model": "all-MiniLM-L6-v2 (bundled minilm)",
@@ -465,7 +471,9 @@ def parent(methods: list[str], settings: dict[str, Any], keep: bool = False) -> 
         "read_micro_batch": READ_MICRO_BATCH,
         "child_env": CHILD_ENV,
         "full_micro_batch_peak_mb": full_micro.get("peak_train_memory_mb"),
-        "kept_from_earlier_run": {"date": earlier["date"], "methods": [r["method"] for r in kept]} if kept else {},
+        "kept_from_earlier_runs": {
+            date: [r["method"] for r in kept if r["measured"] == date] for date in sorted({r["measured"] for r in kept})
+        },
         "memory_measure": (
             f"peak anonymous RSS (sampled every 2 ms, glibc releasing freed memory at once) plus the compiled "
             f"backbone's resident file mapping, over {MEMORY_ROWS // 32} steps on the {MEMORY_ROWS} longest "
@@ -570,9 +578,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"activations over batch x tokens x layers). Rerunning the backbone every epoch would have cost about "
             f"{cache['saved_seconds_estimate']:.0f} s more.",
         ]
-    if report.get("kept_from_earlier_run"):
-        kept = report["kept_from_earlier_run"]
-        lines += ["", f"Rows of {', '.join(kept['methods'])} come from the run of {kept['date']} (same settings)."]
+    for date, methods in report.get("kept_from_earlier_runs", {}).items():
+        lines += ["", f"Rows of {', '.join(methods)} come from the run of {date} (same settings)."]
     if report.get("full_micro_batch_peak_mb") and full:
         lines += [
             "",
