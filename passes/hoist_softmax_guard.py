@@ -14,8 +14,9 @@ not (an overflowed or NaN dot product in a fully masked row) torch returns that 
 where an unmasked score overflowed to -inf, and this pass returns zeros, or NaN, for it.
 
 Left as they are, counted by reason in the module attribute `effc.hoist_softmax_guard`: guards on scores
-that are not `x + mask` (alpha 1), masks that are not floats or lack the softmax axis, and guards that drop
-the reduced axis (the decomposition keeps it).
+that are not `x + mask` (alpha 1), masks that are not floats, lack the softmax axis or are as large as the
+scores (then nothing is saved, and `mask + x` could not be told from `x + mask`), dynamic shapes, and guards
+that drop the reduced axis (the decomposition keeps it).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def _hoist(guard: ir.Operation) -> None:
         raise Skip("mask of unknown shape or not a float")
     if constant_bool(guard.operands[2]) is not True:
         raise Skip("guard drops the reduced axis")
+    if math.prod(mask.shape) >= math.prod(scores.shape) or any(d < 0 for d in (*mask.shape, *scores.shape)):
+        raise Skip("mask not broadcast over the scores")  # the only case that saves work, and that tells them apart
     mask_axis = len(mask.shape) - (len(scores.shape) - axis % len(scores.shape))
     if mask_axis < 0:
         raise Skip("mask without the softmax axis")

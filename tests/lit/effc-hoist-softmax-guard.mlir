@@ -6,7 +6,7 @@
 
 // sdpa's decomposition with a [1,1,3,3] mask on [1,2,3,3] scores: the guard reduces the mask over its last
 // axis to [1,1,3,1] and broadcasts that to the guard's [1,2,3,1]; no reduction over the scores is left.
-// CHECK:       module attributes {effc.hoist_softmax_guard = "1/2 safe-softmax guards tested on the mask; left: scores are not x + mask (1)"}
+// CHECK:       module attributes {effc.hoist_softmax_guard = "1/3 safe-softmax guards tested on the mask; left: mask not broadcast over the scores (1), scores are not x + mask (1)"}
 // CHECK-LABEL: func.func @masked(
 // CHECK-SAME:    %[[S:.*]]: !torch.vtensor<[1,2,3,3],f32>, %[[MASK:.*]]: !torch.vtensor<[1,1,3,3],f32>
 // CHECK:         %[[NEG_INF:.*]] = torch.constant.float 0xFFF0000000000000
@@ -24,6 +24,27 @@ func.func @masked(%s: !torch.vtensor<[1,2,3,3],f32>, %mask: !torch.vtensor<[1,1,
   %neg_inf = torch.constant.float 0xFFF0000000000000
   %zero = torch.vtensor.literal(dense<0.000000e+00> : tensor<f32>) : !torch.vtensor<[],f32>
   %scores = torch.aten.add.Tensor %s, %mask, %int1 : !torch.vtensor<[1,2,3,3],f32>, !torch.vtensor<[1,1,3,3],f32>, !torch.int -> !torch.vtensor<[1,2,3,3],f32>
+  %p = torch.aten._softmax %scores, %int-1, %false : !torch.vtensor<[1,2,3,3],f32>, !torch.int, !torch.bool -> !torch.vtensor<[1,2,3,3],f32>
+  %inf = torch.aten.eq.Scalar %scores, %neg_inf : !torch.vtensor<[1,2,3,3],f32>, !torch.float -> !torch.vtensor<[1,2,3,3],i1>
+  %all = torch.aten.all.dim %inf, %int-1, %true : !torch.vtensor<[1,2,3,3],i1>, !torch.int, !torch.bool -> !torch.vtensor<[1,2,3,1],i1>
+  %out = torch.aten.where.self %all, %zero, %p : !torch.vtensor<[1,2,3,1],i1>, !torch.vtensor<[],f32>, !torch.vtensor<[1,2,3,3],f32> -> !torch.vtensor<[1,2,3,3],f32>
+  return %out : !torch.vtensor<[1,2,3,3],f32>
+}
+
+// Both addends as large as the scores: which one is the mask cannot be told (nor would hoisting save
+// anything), so the guard stays on the scores.
+// CHECK-LABEL: func.func @full_mask(
+// CHECK:         %[[SCORES:.*]] = torch.aten.add.Tensor
+// CHECK:         %[[INF:.*]] = torch.aten.eq.Scalar %[[SCORES]]
+// CHECK:         torch.aten.all.dim %[[INF]]
+func.func @full_mask(%mask: !torch.vtensor<[1,2,3,3],f32>, %s: !torch.vtensor<[1,2,3,3],f32>) -> !torch.vtensor<[1,2,3,3],f32> {
+  %true = torch.constant.bool true
+  %false = torch.constant.bool false
+  %int1 = torch.constant.int 1
+  %int-1 = torch.constant.int -1
+  %neg_inf = torch.constant.float 0xFFF0000000000000
+  %zero = torch.vtensor.literal(dense<0.000000e+00> : tensor<f32>) : !torch.vtensor<[],f32>
+  %scores = torch.aten.add.Tensor %mask, %s, %int1 : !torch.vtensor<[1,2,3,3],f32>, !torch.vtensor<[1,2,3,3],f32>, !torch.int -> !torch.vtensor<[1,2,3,3],f32>
   %p = torch.aten._softmax %scores, %int-1, %false : !torch.vtensor<[1,2,3,3],f32>, !torch.int, !torch.bool -> !torch.vtensor<[1,2,3,3],f32>
   %inf = torch.aten.eq.Scalar %scores, %neg_inf : !torch.vtensor<[1,2,3,3],f32>, !torch.float -> !torch.vtensor<[1,2,3,3],i1>
   %all = torch.aten.all.dim %inf, %int-1, %true : !torch.vtensor<[1,2,3,3],i1>, !torch.int, !torch.bool -> !torch.vtensor<[1,2,3,1],i1>
