@@ -67,7 +67,7 @@ def test_hoist_softmax_guard_keeps_fully_masked_rows() -> None:
     assert max(compiled.compare()) < 1e-6
 
 
-def test_optimize_runs_its_passes_after_the_users(effc_cli: EffcCli, tmp_path: Path) -> None:
+def test_optimize_adds_its_pass_to_the_users_from_the_cli(effc_cli: EffcCli, tmp_path: Path) -> None:
     model, _ = model_zoo.bert()
     directory = tmp_path / "tiny-bert"
     model.model.save_pretrained(directory)
@@ -76,6 +76,6 @@ def test_optimize_runs_its_passes_after_the_users(effc_cli: EffcCli, tmp_path: P
     result = effc_cli("compile", str(directory), "-O", "--pass-pipeline", pipeline, "--emit", "torch", "-o", str(out))
     assert result.code == 0, result.err
     text = out.read_text()
-    # The user's pass saw the guards (and left those chains alone); -O's pass then hoisted them.
+    # Both passes ran: the user's left the guarded chains alone, -O's hoisted every guard (order: test_pipeline).
     assert re.search(r'effc.raise_attention = "0/(\d+) [^"]*safe-softmax guard[^"]*\(\1\)"', text)
     assert re.search(r'effc.hoist_softmax_guard = "(\d+)/\1 safe-softmax guards tested on the mask"', text)

@@ -266,6 +266,28 @@ def test_lowering_stage_expands_to_torch_mlir_pipeline() -> None:
 # --- running --------------------------------------------------------------------------------------------
 
 
+def test_chain_pipelines_runs_them_in_order() -> None:
+    from effc.passes.pipeline import chain_pipelines
+
+    assert chain_pipelines(None, None) is None
+    assert chain_pipelines("builtin.module(cse)", None) == "builtin.module(cse)"
+    chained = chain_pipelines("builtin.module(func.func(cse))", "builtin.module(canonicalize,effc-profile)")
+    assert chained == "builtin.module(func.func(cse),canonicalize,effc-profile)"
+
+
+def test_optimize_appends_its_passes_to_the_users() -> None:
+    import argparse
+
+    from effc.compiler.compile_cmd import model_options
+
+    flags = {"input": [], "target": "llvm-cpu", "cuda_arch": "sm_80", "attention": "auto", "iree_flag": []}
+    flags |= {"matmul_precision": "highest", "trust_pickle": False}
+    optimized = argparse.Namespace(**flags, optimize=True)
+    assert model_options(optimized, "builtin.module(cse)")["pipeline"] == "builtin.module(cse,effc-hoist-softmax-guard)"
+    assert model_options(optimized)["pipeline"] == "builtin.module(effc-hoist-softmax-guard)"
+    assert model_options(argparse.Namespace(**flags, optimize=False))["pipeline"] is None
+
+
 def test_run_on_text_returns_text() -> None:
     assert effc.passes.run(TWICE, "builtin.module(func.func(cse),canonicalize)") == TWICE_AFTER_CSE
 
