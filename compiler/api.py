@@ -6,6 +6,7 @@ model → torch.export → torch-mlir (torch dialect) → effc pass pipeline →
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, substitution_flags
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
 from effc.compiler.importer import Attention, import_model, resolve_attention
@@ -99,6 +101,7 @@ def compile_model(
     iree_flags: tuple[str, ...] = (),
     optional_iree_flags: tuple[str, ...] = (),
     matmul_precision: MatmulPrecision = "highest",
+    dispatch_edits: tuple[ConfigEdit, ...] = (),
     parameters: str | Path | None = None,
     save_temps: str | Path | None = None,
     trust_pickle: bool = False,
@@ -112,7 +115,9 @@ def compile_model(
     `optional_iree_flags` are tried first and dropped, with a note, if iree-compile fails with them (`-O`
     uses this for options that IREE cannot apply to every graph). `matmul_precision="medium"` rounds contraction
     inputs to bf16 with f32 accumulation (torch.set_float32_matmul_precision's name), through optional flags:
-    where IREE rejects them the module stays f32, with a note.
+    where IREE rejects them the module stays f32, with a note. `dispatch_edits` change the kernel configuration
+    IREE picks for the dispatches they match (`-O` on CUDA uses them); edits that match none, or whose values a
+    dispatch's configuration lacks, are skipped.
     """
     check_target(target)
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
@@ -159,7 +164,26 @@ def compile_model(
             text = external.text if external else mlir
 
             def iree(flags: tuple[str, ...]) -> bytes:
-                return compile_mlir(text, target=target, cuda_arch=cuda_arch, extra_flags=list(flags), save_temps=temps)
+                def run(extra: tuple[str, ...] = ()) -> bytes:
+                    return compile_mlir(
+                        text, target=target, cuda_arch=cuda_arch, extra_flags=[*flags, *extra], save_temps=temps
+                    )
+
+                if not dispatch_edits:
+                    return run()
+                with tempfile.TemporaryDirectory(prefix="effc-dispatch-configs-") as scratch:
+                    configs = (temps or Path(scratch)) / "dispatch-configs"
+                    first = run((f"{DUMP_FLAG}={configs / 'iree'}",))
+                    substitutions = substitution_flags(
+                        configs / "iree", dispatch_edits, configs / "edited", strict=False
+                    )
+                    if not substitutions:
+                        return first
+                    count = len(substitutions)
+                    stages.note(
+                        f"kernel configuration changed for {count} dispatch{'es' * (count != 1)} (dispatch_edits)"
+                    )
+                    return run(substitutions)
 
             try:
                 vmfb = iree((*iree_flags, *optional_iree_flags))

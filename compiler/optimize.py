@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from effc.compiler.dispatch_configs import ConfigEdit
 from effc.compiler.errors import EffcError
 from effc.compiler.iree_backend import check_target
 
+_MMA_SYNC = r"mma_kind = #iree_gpu.mma_layout<NV_MMA_SYNC"
 # Keyword arguments for `compile_model` per target.
 BEST_KNOWN: dict[str, dict[str, Any]] = {
     "llvm-cpu": {
@@ -31,6 +33,14 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
         # O3 fails on decode steps (decomposed attention: "failed to bufferize op"); elsewhere it won 10-57%
         # on an H200. hfuse: MiniLM 13-20% faster, +-3% elsewhere.
         "optional_iree_flags": ("--iree-opt-level=O3",),
+        "dispatch_edits": (
+            # IREE 3.13 tiles a fused attention's head dim (-3) in halves on sm_80, so each workgroup redoes
+            # Q·Kᵀ and the softmax for half the output; whole head dim: f16 block 0.335 -> 0.291 ms (H100).
+            ConfigEdit("attention", {"workgroup": {-3: 0}}, requires=_MMA_SYNC),
+            # mma.sync matmuls given a K step of 2 intrinsics (32): 4 instead, the QKV projection of the f16 block
+            # 0.335 -> 0.292 ms (H100); both: 0.242 ms. Neutral where IREE picked 8 (0.334 vs 0.335), left alone.
+            ConfigEdit("matmul_like", {"reduction": {-1: 4}}, requires=_MMA_SYNC + r"[^\n]*reduction = \[[0, ]*2\]"),
+        ),
     },
 }
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.metadata
 import json
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 
 from effc.bench.perf import slug
+from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, substitution_flags
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"f32": torch.float32, "f16": torch.float16}
@@ -43,6 +47,40 @@ TRIAL_FLAGS = {
     "propagate-transposes": "--iree-opt-aggressively-propagate-transposes",
     "attention-v-transpose": "--iree-global-opt-enable-attention-v-transpose",
     "prefetch-3": "--iree-llvmgpu-prefetch-num-stages=3",
+}
+
+# Kernel configurations tried on the f16 attention block, one dispatch at a time, against what IREE 3.13 picks
+# for sm_80: attention tiles of 64 query rows x 32 of the 64 head-dim columns (so each workgroup redoes Q·Kᵀ and
+# the softmax for half the output), keys in steps of 64; the QKV projection (2048 x 3072 x 1024, written as
+# 3x16x64 output columns) 128x64 tiles, K step 32; the output projection (2048 x 1024 x 1024) 64x64, K step 128.
+# All with 4 warps of mma.sync 16x8x16 unless said. Reduction and subgroup sizes count intrinsic tiles.
+QKV, OUT = "matmul_like_3x4x16x512x64x1024", "matmul_like_2048x1024x1024"
+BLOCK_TUNING: dict[str, ConfigEdit] = {
+    "a-64x64": ConfigEdit("attention", {"workgroup": {-3: 64}}),
+    "a-64x0": ConfigEdit("attention", {"workgroup": {-3: 0}}),  # 0: the whole head dim
+    "a-128x64": ConfigEdit("attention", {"workgroup": {-4: 128, -3: 64}}),
+    "a-128x64-w8": ConfigEdit("attention", {"workgroup": {-4: 128, -3: 64}}, workgroup_size=256, subgroups=8),
+    "a-64x64-r32": ConfigEdit("attention", {"workgroup": {-3: 64}, "reduction": {-1: 32}}),
+    "a-64x64-r128": ConfigEdit("attention", {"workgroup": {-3: 64}, "reduction": {-1: 128}}),
+    "q-r4": ConfigEdit(QKV, {"reduction": {-1: 4}}),
+    "q-2heads-w8": ConfigEdit(QKV, {"workgroup": {2: 2}}, workgroup_size=256),
+    "q-sub2x4-w8": ConfigEdit(QKV, {"subgroup": {3: 2}}, workgroup_size=256),
+    "q-64x64": ConfigEdit(QKV, {"workgroup": {3: 64}, "subgroup": {3: 2}}),
+    "q-s3": ConfigEdit(QKV, prefetch_stages=3),
+    "q-256x64-w8": ConfigEdit(QKV, {"workgroup": {3: 256}}, workgroup_size=256),
+    "o-128x64-r2": ConfigEdit(OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 2}}),
+    "o-128x128-r2": ConfigEdit(OUT, {"workgroup": {0: 128, 1: 128}, "subgroup": {0: 4, 1: 8}, "reduction": {-1: 2}}),
+    "o-r4": ConfigEdit(OUT, {"reduction": {-1: 4}}),
+    "o-r2": ConfigEdit(OUT, {"reduction": {-1: 2}}),
+    "o-128x128-w16": ConfigEdit(OUT, {"workgroup": {0: 128, 1: 128}, "reduction": {-1: 2}}, workgroup_size=512),
+    # Second round (H100 run 5): the winners of the first together, and neighbours of the QKV winner.
+    "q-r8": ConfigEdit(QKV, {"reduction": {-1: 8}}),
+    "q-r4-s3": ConfigEdit(QKV, {"reduction": {-1: 4}}, prefetch_stages=3),
+    "q-r4-2heads-w8": ConfigEdit(QKV, {"workgroup": {2: 2}, "reduction": {-1: 4}}, workgroup_size=256),
+    "o-128x64-r4": ConfigEdit(OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 4}}),
+    "o-128x64-r2-s3": ConfigEdit(
+        OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 2}}, prefetch_stages=3
+    ),
 }
 
 
@@ -160,7 +198,7 @@ def _host_module(workload: str, precision: str) -> tuple[torch.nn.Module, tuple[
 def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     from effc.compiler.api import compile_model
     from effc.compiler.errors import EffcError
-    from effc.compiler.optimize import MEDIUM_PRECISION
+    from effc.compiler.optimize import MEDIUM_PRECISION, best_known
     from effc.compiler.parameters import write_splat_archive
     from effc.compiler.progress import Stages
 
@@ -170,6 +208,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     kept = {e["key"]: e for e in previous.get("entries", [])}
     o_flags = ("--iree-opt-level=O3",)  # `-O` for CUDA when these runs were made (NOTES.md)
     demote = ("--iree-global-opt-demote-contraction-inputs-type=bf16",)
+    o_hfuse = (*o_flags, TRIAL_FLAGS["hfuse"])  # today's `-O` on CUDA
     medium = (TRIAL_FLAGS["hfuse"], *MEDIUM_PRECISION["cuda"])  # `-O --matmul-precision medium` (O3 dropped)
     plan = f"builtin.module(effc-chai{{plan={plan_path}}})"
     # (workload, precision, config name, attention form, pipeline, iree flags, keep real weights).
@@ -211,13 +250,49 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f32", "decomposed+medium", "decomposed", None, medium, False),
         # effc-split-projections: the q/k/v copies were ~25% of IREE's bf16 block (gpu-measurements.md).
         ("attention-block", "f16", "O+split", "fused", "builtin.module(effc-split-projections)", o_flags, False),
+        # Fourth round (first H100 run): today's -O (O3 + hfuse; decode steps decomposed, where O3 fails), and
+        # the f16 block with one dispatch's kernel configuration changed at a time (BLOCK_TUNING).
+        ("attention-block", "f32", "O+decomposed", "decomposed", None, o_hfuse, False),
+        ("smollm2-decode", "f16", "decomposed+x-hfuse", "decomposed", None, (TRIAL_FLAGS["hfuse"],), False),
+        ("smollm2-decode", "f16", "chai+x-hfuse", "decomposed", plan, (TRIAL_FLAGS["hfuse"],), False),
+        *[
+            ("attention-block", "f16", f"O+x-hfuse+tuned-{name}", "fused", None, o_hfuse, True, (name,))
+            for name in list(BLOCK_TUNING)[:17]
+        ],
+        # Sixth round (H100 run 6): `-O` itself, now with its dispatch edits (optimize.BEST_KNOWN["cuda"]).
+        *[
+            (workload, precision, "-O", "auto", None, (), keep)
+            for workload, precision, keep in (
+                ("attention-block", "f16", True),
+                ("minilm", "f16", False),
+                ("minilm", "f32", False),
+                ("smollm2-decode", "f16", False),
+            )
+        ],
+        # Fifth round: the first round's winners together (a: attention, q: QKV projection, o: output projection).
+        ("minilm", "f32", "O+decomposed", "decomposed", None, o_hfuse, False),  # O3 fails: "failed to bufferize op"
+        ("minilm", "f32", "decomposed+x-hfuse", "decomposed", None, (TRIAL_FLAGS["hfuse"],), False),  # so -O is this
+        *[
+            ("attention-block", "f16", "O+x-hfuse+combo-" + "+".join(names), "fused", None, o_hfuse, True, names)
+            for names in (
+                ("a-64x0", "q-r4"),
+                ("a-64x0", "q-r4", "o-128x64-r2"),
+                ("a-64x0", "q-r8", "o-128x64-r2"),
+                ("a-64x0", "q-r4-s3", "o-128x64-r2"),
+                ("a-64x0", "q-r4", "o-128x64-r4"),
+                ("a-64x0", "q-r4-2heads-w8", "o-128x64-r2"),
+                ("a-64x0", "q-r4", "o-128x64-r2-s3"),
+            )
+        ],
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
     stages = Stages()
     built: dict[tuple[str, str], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]] = {}
     real_archives: dict[tuple[str, str], str] = {}
-    for workload, precision, config, attention, pipeline, flags, keep_real in matrix:
+    scratch = Path(tempfile.mkdtemp(prefix="effc-cuda-configs-"))
+    attempted: set[str] = set()
+    for workload, precision, config, attention, pipeline, flags, keep_real, *tuned in matrix:
         key = f"{workload}-{precision}-{config}".replace("+", "-")
         if only and not any(part in key for part in only.split(",")):
             if key in kept:
@@ -229,20 +304,25 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             if model_config:
                 configs[workload.split("-")[0]] = model_config
         module, inputs = built[(workload, precision)]
+        attempted.add(key)
         real = pack / f"{key}.real.irpa"
+
+        # "-O": exactly what `effc compile -O --target cuda` does today (the row's own options are not used).
+        options = best_known("cuda") if config == "-O" else {"attention": attention, "pipeline": pipeline}
+        flags = options.pop("iree_flags", flags)
+        compile_cuda = functools.partial(compile_model, module, inputs, target="cuda", parameters=real, **options)
         try:
             with stages.stage(f"compile {key} for cuda sm_80"):
-                compiled = compile_model(
-                    module,
-                    inputs,
-                    target="cuda",
-                    attention=attention,
-                    pipeline=pipeline,
-                    parameters=real,
-                    iree_flags=flags,
-                )
+                substitutions: tuple[str, ...] = ()
+                if tuned:  # compile once to get IREE's configurations, then again with the edited ones
+                    dumped = scratch / key / "dumped"
+                    compile_cuda(iree_flags=(*flags, f"{DUMP_FLAG}={dumped}"))
+                    edits = tuple(BLOCK_TUNING[name] for name in tuned[0])
+                    substitutions = substitution_flags(dumped, edits, scratch / key / "edited")
+                compiled = compile_cuda(iree_flags=(*flags, *substitutions))
         except EffcError as err:  # an option that does not compile is a result too (NOTES.md)
             failed[key] = str(err)
+            real.unlink(missing_ok=True)
             continue
         write_splat_archive(real, pack / f"{key}.splat.irpa")
         (pack / f"{key}.vmfb").write_bytes(compiled.vmfb or b"")
@@ -262,9 +342,11 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 flags,
             )
         )
+    shutil.rmtree(scratch)
     manifest = {
         "entries": [asdict(e) for e in entries],
-        "failed_to_compile": previous.get("failed_to_compile", {}) | failed,
+        "failed_to_compile": {k: v for k, v in previous.get("failed_to_compile", {}).items() if k not in attempted}
+        | failed,
         "configs": configs,
         "decode_context": DECODE_CONTEXT,
     }
@@ -352,6 +434,10 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
             torch.cuda.empty_cache()
         cached = eager_cache[base]
         row["eager_ms"] = cached["eager_ms"]
+        if "medium" in entry.config:  # torch's own 'high'/'medium' f32 matmul precision on CUDA is TF32
+            row["eager_tf32_ms"] = _eager_tf32_ms(entry, entries, manifest["configs"], eager_cache)
+            if "iree_ms" in row:
+                row["iree_vs_eager_tf32"] = row["iree_ms"] / row["eager_tf32_ms"]
         if "iree_ms" in row:
             row["iree_vs_eager"] = row["iree_ms"] / row["eager_ms"]
         if entry.real_params and "reference" in cached:
@@ -378,6 +464,21 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
     return report
+
+
+def _eager_tf32_ms(entry: Entry, entries: list[Entry], configs: dict[str, Any], cache: dict[Any, Any]) -> float:
+    """torch eager with `torch.set_float32_matmul_precision("high")` (TF32 tensor cores), cached per workload."""
+    key = (entry.workload, entry.precision, "tf32")
+    if key not in cache:
+        torch.set_float32_matmul_precision("high")
+        try:
+            module = build_torch(entry.workload, entry.precision, configs).cuda()
+            tensors = [torch.from_numpy(a).cuda() for a in make_inputs(entries_base_inputs(entries, key[:2]))]
+            cache[key] = _torch_eager_ms(module, tensors)
+        finally:
+            torch.set_float32_matmul_precision("highest")
+        torch.cuda.empty_cache()
+    return cache[key]
 
 
 def entries_base_inputs(entries: list[Entry], base: tuple[str, str]) -> tuple[InputSpec, ...]:
@@ -422,6 +523,8 @@ def markdown(report: dict[str, Any]) -> str:
         iree = f"{r['iree_ms']:.3f}" if "iree_ms" in r else f"failed: {r.get('iree_error', '')[:60]}"
         ratio = f"{r['iree_vs_eager']:.2f}x" if "iree_vs_eager" in r else ""
         err = f"{r['max_relative_error_vs_torch_gpu']:.1e}" if "max_relative_error_vs_torch_gpu" in r else ""
+        if "iree_vs_eager_tf32" in r:
+            ratio += f" ({r['iree_vs_eager_tf32']:.2f}x vs TF32 eager {r['eager_tf32_ms']:.3f} ms)"
         iree_j = f"{r['iree_energy']['energy_j']:.4f}" if r.get("iree_energy") else ""
         eager_j = f"{r['eager_energy']['energy_j']:.4f}" if r.get("eager_energy") else ""
         lines.append(

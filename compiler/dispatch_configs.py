@@ -1,0 +1,147 @@
+"""Change the kernel configuration IREE picked for some dispatches, and hand it back to iree-compile.
+
+IREE chooses tile sizes per dispatch by heuristics. On CUDA (sm_80 code, IREE 3.13) some choices are
+plainly wasteful: the fused attention kernel tiles the head dimension in halves, so every workgroup
+recomputes the whole Q·Kᵀ and softmax for half of the output. IREE's tuning-spec flag
+(`--iree-codegen-tuning-spec-path`) is not wired into its CUDA configuration pipeline in 3.13 (the pass
+runs with an empty path), so effc uses the route that is: compile once with
+`--iree-hal-dump-executable-configurations-to`, edit the configured executables' `lowering_config` and
+`translation_info`, and compile again with `--iree-hal-substitute-executable-configuration`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from effc.compiler.errors import EffcError
+
+DUMP_FLAG = "--iree-hal-dump-executable-configurations-to"
+SUBSTITUTE_FLAG = "--iree-hal-substitute-executable-configuration"
+
+
+@dataclass(frozen=True)
+class ConfigEdit:
+    """New values for the configuration of every dispatch whose export name matches `dispatch` (a regex).
+
+    `lowering` maps a key of the root op's `lowering_config` (workgroup, reduction, subgroup) to the
+    entries to change, by position; negative positions count from the end, so one edit fits ops of any
+    rank (an attention's head dimension is at -3, a contraction's reduction step at -1). `subgroups` sets
+    the subgroup count of an attention kernel's Q·Kᵀ and P·V (their `subgroup_basis`), whose
+    `workgroup_size` must then be `subgroups * 32`. An edit applies only where `requires` matches the
+    configuration's text, so a rule written for one code-generation pipeline leaves the others alone.
+    """
+
+    dispatch: str
+    lowering: dict[str, dict[int, int]] = field(default_factory=dict)
+    requires: str = ""  # a regex the configuration must contain, e.g. the MMA intrinsic it was given
+    workgroup_size: int | None = None
+    prefetch_stages: int | None = None
+    subgroups: int | None = None
+
+
+def _replace(
+    text: str, pattern: str, replacement: str | Callable[[re.Match[str]], str], what: str, count: int = 1
+) -> str:
+    edited, found = re.subn(pattern, replacement, text, count=count)
+    if found == 0:
+        raise EffcError(f"cannot edit the dispatch configuration: no {what} in it (did IREE pick another pipeline?)")
+    return edited
+
+
+def apply_edit(configured: str, edit: ConfigEdit) -> str:
+    """`configured` (one dumped executable) with `edit` applied; an error if a value to change is missing."""
+    text = configured
+    for key, changes in edit.lowering.items():
+        # The root op's lowering_config is the one with tile sizes; nested ones (an attention's
+        # decomposition_config) carry only MMA layouts, and `[^}]` keeps the match inside one attribute.
+        text = _replace(
+            text,
+            rf"(lowering_config<\{{[^}}]*?\b{key} = )\[([^\]]*)\]",
+            functools.partial(_entries, changes=changes),
+            key,
+        )
+    if edit.workgroup_size is not None:
+        text = _replace(
+            text,
+            r"workgroup_size = \[\d+, 1, 1\]",
+            f"workgroup_size = [{edit.workgroup_size}, 1, 1]",
+            "1-d workgroup_size",
+        )
+    if edit.prefetch_stages is not None:
+        text = _replace(
+            text, r"prefetch_num_stages = \d+", f"prefetch_num_stages = {edit.prefetch_stages}", "prefetch_num_stages"
+        )
+    if edit.subgroups is not None:
+        text = _replace(
+            text, r"subgroup_basis = \[\[([\d, ]+)\]", lambda m: _basis(m, edit.subgroups), "subgroup_basis", 0
+        )
+    return text
+
+
+def _entries(found: re.Match[str], changes: dict[int, int]) -> str:
+    sizes = [int(size) for size in found.group(2).split(",")]
+    for position, size in changes.items():
+        sizes[position] = size
+    return f"{found.group(1)}[{', '.join(map(str, sizes))}]"
+
+
+def _basis(found: re.Match[str], subgroups: int) -> str:
+    """A subgroup_basis whose distributed dimension (its largest count) gets `subgroups`."""
+    counts = [int(c) for c in found.group(1).split(",")]
+    counts[counts.index(max(counts))] = subgroups
+    return f"subgroup_basis = [[{', '.join(map(str, counts))}]"
+
+
+def export_name(configured: str) -> str:
+    """The export name that `ConfigEdit.dispatch` matches, e.g. main_dispatch_1_attention_4x16x512x64x64x512."""
+    found = re.search(r"hal\.executable\.export public @([\w$.]+)", configured)
+    if found is None:
+        raise EffcError("not a dumped hal.executable configuration: no hal.executable.export in it")
+    return found.group(1)
+
+
+def substitution_flags(
+    dumped: Path, edits: tuple[ConfigEdit, ...], out: Path, *, strict: bool = True
+) -> tuple[str, ...]:
+    """Edit each configuration in `dumped` that an edit matches (the first that does), write it to `out`, and
+    return the iree-compile flags that substitute it.
+
+    Strict (a measurement of named edits): an edit that matches no dispatch, or a value a matched configuration
+    lacks, is an error, since a silent no-op would be measured as if it had acted. Not strict (`-O`'s rules over
+    any model): such edits are skipped.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    flags: list[str] = []
+    used: set[int] = set()
+    for path in sorted(dumped.glob("configured_*.mlir")):
+        configured = path.read_text()
+        name = export_name(configured)
+        for index, edit in enumerate(edits):
+            if not re.search(edit.dispatch, name) or not re.search(edit.requires, configured):
+                continue
+            try:
+                edited = apply_edit(configured, edit)
+            except EffcError:
+                if strict:
+                    raise
+                continue
+            used.add(index)
+            (out / path.name).write_text(edited)
+            executable = re.search(r"hal\.executable public @([\w$.]+)", configured)
+            assert executable is not None, "a dumped configuration without its hal.executable"
+            flags.append(f"{SUBSTITUTE_FLAG}={executable.group(1)}={(out / path.name).resolve()}")
+            break
+    unused = [e.dispatch for i, e in enumerate(edits) if i not in used]
+    if strict and unused:
+        raise EffcError(f"no dispatch matches {', '.join(unused)}; dispatches are named like {name_examples(dumped)}")
+    return tuple(flags)
+
+
+def name_examples(dumped: Path) -> str:
+    return (
+        ", ".join(export_name(p.read_text()) for p in sorted(dumped.glob("configured_*.mlir"))[:3]) or "(none dumped)"
+    )

@@ -1,0 +1,83 @@
+"""Edited dispatch configurations reach IREE's CUDA code generation (compiled here for sm_80, no GPU needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import effc
+from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, apply_edit, substitution_flags
+from effc.compiler.errors import EffcError
+
+
+class _Attention(torch.nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def _compile(flags: tuple[str, ...]) -> bytes:
+    q, k, v = torch.randn(3, 2, 4, 128, 64, generator=torch.Generator().manual_seed(0)).half()
+    compiled = effc.compile(_Attention(), (q, k, v), target="cuda", attention="fused", iree_flags=flags)
+    assert compiled.vmfb is not None
+    return compiled.vmfb
+
+
+@pytest.fixture(scope="module")
+def dumped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    directory = tmp_path_factory.mktemp("configs")
+    return directory, _compile((f"{DUMP_FLAG}={directory}",))
+
+
+def test_edited_attention_tiles_change_the_compiled_kernel(dumped: tuple[Path, bytes], tmp_path: Path) -> None:
+    directory, original = dumped
+    edit = ConfigEdit("attention", {"workgroup": {-3: 64}})
+    flags = substitution_flags(directory, (edit,), tmp_path)
+    assert len(flags) == 1 and flags[0].startswith(
+        "--iree-hal-substitute-executable-configuration=main$async_dispatch_0="
+    )
+    edited = next(tmp_path.glob("configured_*.mlir")).read_text()
+    assert "workgroup = [1, 64, 64, 0, 0]" in edited  # IREE tiles the head dim in halves: 32
+    assert _compile(flags) != original
+
+
+def test_subgroup_edit_changes_both_halves_of_an_attention(dumped: tuple[Path, bytes]) -> None:
+    configured = next(dumped[0].glob("configured_*.mlir")).read_text()
+    edited = apply_edit(configured, ConfigEdit("attention", workgroup_size=256, subgroups=8))
+    assert edited.count("subgroup_basis = [[1, 8, 1, 1, 1]") == 2 and "workgroup_size = [256, 1, 1]" in edited
+
+
+def test_edit_that_matches_no_dispatch_is_an_error(dumped: tuple[Path, bytes], tmp_path: Path) -> None:
+    with pytest.raises(
+        EffcError,
+        match=r"^no dispatch matches matmul_like; dispatches are named like main\$async_dispatch_0_attention_8x128x64x64x128$",
+    ):
+        substitution_flags(dumped[0], (ConfigEdit("matmul_like", prefetch_stages=3),), tmp_path)
+
+
+def test_edit_of_a_value_the_configuration_lacks_is_an_error(dumped: tuple[Path, bytes]) -> None:
+    configured = next(dumped[0].glob("configured_*.mlir")).read_text()
+    with pytest.raises(EffcError, match=r"^cannot edit the dispatch configuration: no subgroup in it"):
+        apply_edit(configured, ConfigEdit("attention", {"subgroup": {-1: 1}}))
+
+
+def test_lenient_edits_skip_what_does_not_apply(dumped: tuple[Path, bytes], tmp_path: Path) -> None:
+    """`-O`'s rules run over any model: no match, an unmet `requires`, a missing value are skipped, not errors."""
+    edits = (
+        ConfigEdit("matmul_like", {"reduction": {-1: 4}}),
+        ConfigEdit("attention", {"workgroup": {-3: 0}}, requires="NO_SUCH_INTRINSIC"),
+        ConfigEdit("attention", {"subgroup": {-1: 1}}),
+    )
+    assert substitution_flags(dumped[0], edits, tmp_path, strict=False) == ()
+
+
+def test_dash_o_on_cuda_gives_a_fused_attention_its_whole_head_dim(tmp_path: Path) -> None:
+    from effc.compiler.optimize import best_known
+
+    q, k, v = torch.randn(3, 2, 4, 128, 64, generator=torch.Generator().manual_seed(0)).half()
+    options = best_known("cuda") | {"attention": "fused"}  # "auto" cannot tell f16 without weights
+    compiled = effc.compile(_Attention(), (q, k, v), target="cuda", save_temps=tmp_path, **options)
+    assert compiled.notes == ["kernel configuration changed for 1 dispatch (dispatch_edits)"]
+    (edited,) = (tmp_path / "dispatch-configs" / "edited").glob("configured_*.mlir")
+    assert "workgroup = [1, 64, 0, 0, 0]" in edited.read_text()
