@@ -78,6 +78,12 @@ BLOCK_TUNING: dict[str, ConfigEdit] = {
     "q-r4-s3": ConfigEdit(QKV, {"reduction": {-1: 4}}, prefetch_stages=3),
     "q-r4-2heads-w8": ConfigEdit(QKV, {"workgroup": {2: 2}, "reduction": {-1: 4}}, workgroup_size=256),
     "o-128x64-r4": ConfigEdit(OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 4}}),
+    # Third round (H100 run 7), on top of the best of the second.
+    "q-r4-2heads-w8-s3": ConfigEdit(
+        QKV, {"workgroup": {2: 2}, "reduction": {-1: 4}}, workgroup_size=256, prefetch_stages=3
+    ),
+    "q-r4-2heads-sub4x8": ConfigEdit(QKV, {"workgroup": {2: 2}, "subgroup": {3: 4, 4: 8}, "reduction": {-1: 4}}),
+    "a-128x0-w8": ConfigEdit("attention", {"workgroup": {-4: 128, -3: 0}}, workgroup_size=256, subgroups=8),
     "o-128x64-r2-s3": ConfigEdit(
         OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 2}}, prefetch_stages=3
     ),
@@ -282,6 +288,10 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 ("a-64x0", "q-r4", "o-128x64-r4"),
                 ("a-64x0", "q-r4-2heads-w8", "o-128x64-r2"),
                 ("a-64x0", "q-r4", "o-128x64-r2-s3"),
+                ("a-64x0", "q-r4-2heads-w8", "o-128x64-r4"),
+                ("a-64x0", "q-r4-2heads-w8-s3", "o-128x64-r4"),
+                ("a-64x0", "q-r4-2heads-sub4x8", "o-128x64-r4"),
+                ("a-128x0-w8", "q-r4-2heads-w8", "o-128x64-r4"),
             )
         ],
     ]
