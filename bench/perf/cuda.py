@@ -112,6 +112,7 @@ class Entry:
     inputs: tuple[InputSpec, ...]
     real_params: str | None = None
     iree_flags: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # the compile's notes: options dropped, kernel configurations changed
 
 
 # --------------------------------------------------------------------------- torch-side builders
@@ -350,6 +351,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 _specs(workload, compiled.mlir, precision),
                 shared,
                 flags,
+                tuple(compiled.notes),
             )
         )
     shutil.rmtree(scratch)
@@ -425,7 +427,7 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
     rows, eager_cache = [], {}
     for entry in entries:
         row: dict[str, Any] = {"key": entry.key, "workload": entry.workload, "precision": entry.precision}
-        row |= {"config": entry.config, "iree_flags": list(entry.iree_flags)}
+        row |= {"config": entry.config, "iree_flags": list(entry.iree_flags), "compile_notes": list(entry.notes)}
         arrays = make_inputs(entry.inputs)
         base = (entry.workload, entry.precision)
         try:
@@ -541,6 +543,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['workload']} | {r['precision']} | {r['config']} | {iree} | {r['eager_ms']:.3f} | {ratio} "
             f"| {err} | {iree_j} | {eager_j} |"
         )
+    notes = [f"- {r['key']}: {note}" for r in report["rows"] for note in r.get("compile_notes", [])]
+    if notes:
+        lines += ["", "Notes from the compiler:", "", *notes]
     failed = report.get("failed_to_compile", {})
     if failed:
         lines += ["", "Did not compile for sm_80 (IREE 3.13):", ""]
