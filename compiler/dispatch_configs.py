@@ -61,7 +61,7 @@ def apply_edit(configured: str, edit: ConfigEdit) -> str:
         text = _replace(
             text,
             rf"(lowering_config<\{{[^}}]*?\b{key} = )\[([^\]]*)\]",
-            functools.partial(_entries, changes=changes),
+            functools.partial(_entries, key=key, changes=changes),
             key,
         )
     if edit.workgroup_size is not None:
@@ -82,9 +82,13 @@ def apply_edit(configured: str, edit: ConfigEdit) -> str:
     return text
 
 
-def _entries(found: re.Match[str], changes: dict[int, int]) -> str:
+def _entries(found: re.Match[str], key: str, changes: dict[int, int]) -> str:
     sizes = [int(size) for size in found.group(2).split(",")]
     for position, size in changes.items():
+        if not -len(sizes) <= position < len(sizes):
+            raise EffcError(
+                f"cannot edit the dispatch configuration: no entry {position} in {key} = [{found.group(2)}]"
+            )
         sizes[position] = size
     return f"{found.group(1)}[{', '.join(map(str, sizes))}]"
 

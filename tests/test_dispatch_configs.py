@@ -60,6 +60,10 @@ def test_edit_of_a_value_the_configuration_lacks_is_an_error(dumped: tuple[Path,
     configured = next(dumped[0].glob("configured_*.mlir")).read_text()
     with pytest.raises(EffcError, match=r"^cannot edit the dispatch configuration: no subgroup in it"):
         apply_edit(configured, ConfigEdit("attention", {"subgroup": {-1: 1}}))
+    with pytest.raises(
+        EffcError, match=r"^cannot edit the dispatch configuration: no entry 9 in workgroup = \[1, 64, 32"
+    ):
+        apply_edit(configured, ConfigEdit("attention", {"workgroup": {9: 0}}))
 
 
 def test_lenient_edits_skip_what_does_not_apply(dumped: tuple[Path, bytes], tmp_path: Path) -> None:
@@ -68,6 +72,7 @@ def test_lenient_edits_skip_what_does_not_apply(dumped: tuple[Path, bytes], tmp_
         ConfigEdit("matmul_like", {"reduction": {-1: 4}}),
         ConfigEdit("attention", {"workgroup": {-3: 0}}, requires="NO_SUCH_INTRINSIC"),
         ConfigEdit("attention", {"subgroup": {-1: 1}}),
+        ConfigEdit("attention", {"workgroup": {9: 0}}),
     )
     assert substitution_flags(dumped[0], edits, tmp_path, strict=False) == ()
 
