@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import effc
-from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, apply_edit, substitution_flags
+from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, apply_edit, export_name, substitution_flags
 from effc.compiler.errors import EffcError
 
 
@@ -86,3 +86,21 @@ def test_dash_o_on_cuda_gives_a_fused_attention_its_whole_head_dim(tmp_path: Pat
     assert compiled.notes == ["kernel configuration changed for 1 dispatch (dispatch_edits)"]
     (edited,) = (tmp_path / "dispatch-configs" / "edited").glob("configured_*.mlir")
     assert "workgroup = [1, 64, 0, 0, 0]" in edited.read_text()
+
+
+def test_dash_o_on_cuda_steps_k_by_64_only_where_iree_chose_32(tmp_path: Path) -> None:
+    """The f16 attention block of bench/perf: IREE gives its QKV projection a K step of 2 mma tiles (32) and its
+    output projection 8 (128); `-O` raises the first to 4 and leaves the second alone."""
+    from effc.bench.perf.workloads import AttentionBlock
+    from effc.compiler.optimize import best_known
+
+    x = torch.randn(4, 512, 1024, generator=torch.Generator().manual_seed(0)).half()
+    compiled = effc.compile(AttentionBlock().half(), (x,), target="cuda", save_temps=tmp_path, **best_known("cuda"))
+    assert compiled.notes == ["kernel configuration changed for 2 dispatches (dispatch_edits)"]
+    configs = tmp_path / "dispatch-configs"
+    edited = {export_name(p.read_text()): p.read_text() for p in (configs / "edited").glob("configured_*.mlir")}
+    (qkv,) = [text for name, text in edited.items() if "matmul_like_3x4x16x512x64x1024" in name]
+    assert "reduction = [0, 0, 0, 0, 0, 4]" in qkv
+    assert any("attention" in name for name in edited)
+    (out,) = [p.read_text() for p in (configs / "iree").glob("configured_*.mlir") if "2048x1024x1024" in p.read_text()]
+    assert "reduction = [0, 0, 8]" in out

@@ -55,7 +55,7 @@ TRIAL_FLAGS = {
 # 3x16x64 output columns) 128x64 tiles, K step 32; the output projection (2048 x 1024 x 1024) 64x64, K step 128.
 # All with 4 warps of mma.sync 16x8x16 unless said. Reduction and subgroup sizes count intrinsic tiles.
 QKV, OUT = "matmul_like_3x4x16x512x64x1024", "matmul_like_2048x1024x1024"
-BLOCK_TUNING: dict[str, ConfigEdit] = {
+ONE_AT_A_TIME: dict[str, ConfigEdit] = {  # H100 run 4: each one a row of its own
     "a-64x64": ConfigEdit("attention", {"workgroup": {-3: 64}}),
     "a-64x0": ConfigEdit("attention", {"workgroup": {-3: 0}}),  # 0: the whole head dim
     "a-128x64": ConfigEdit("attention", {"workgroup": {-4: 128, -3: 64}}),
@@ -73,12 +73,13 @@ BLOCK_TUNING: dict[str, ConfigEdit] = {
     "o-r4": ConfigEdit(OUT, {"reduction": {-1: 4}}),
     "o-r2": ConfigEdit(OUT, {"reduction": {-1: 2}}),
     "o-128x128-w16": ConfigEdit(OUT, {"workgroup": {0: 128, 1: 128}, "reduction": {-1: 2}}, workgroup_size=512),
-    # Second round (H100 run 5): the winners of the first together, and neighbours of the QKV winner.
+}
+# Only in combinations (runs 5 and 7): neighbours of the first round's winners.
+COMBINATION_PARTS: dict[str, ConfigEdit] = {
     "q-r8": ConfigEdit(QKV, {"reduction": {-1: 8}}),
     "q-r4-s3": ConfigEdit(QKV, {"reduction": {-1: 4}}, prefetch_stages=3),
     "q-r4-2heads-w8": ConfigEdit(QKV, {"workgroup": {2: 2}, "reduction": {-1: 4}}, workgroup_size=256),
     "o-128x64-r4": ConfigEdit(OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 4}}),
-    # Third round (H100 run 7), on top of the best of the second.
     "q-r4-2heads-w8-s3": ConfigEdit(
         QKV, {"workgroup": {2: 2}, "reduction": {-1: 4}}, workgroup_size=256, prefetch_stages=3
     ),
@@ -88,6 +89,7 @@ BLOCK_TUNING: dict[str, ConfigEdit] = {
         OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 2}}, prefetch_stages=3
     ),
 }
+BLOCK_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS
 
 
 @dataclass(frozen=True)
@@ -250,8 +252,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f16", "chai", "decomposed", plan, (), False),  # once effc-chai saw f16's KV groups
         ("attention-block", "f32", "O+x-hfuse", "fused", None, (*o_flags, TRIAL_FLAGS["hfuse"]), False),
         ("minilm", "f32", "O+x-hfuse", "fused", None, (*o_flags, TRIAL_FLAGS["hfuse"]), False),
-        # Third round, not yet run: `--matmul-precision medium` (demotion with operations=all, which the
-        # O+demote-bf16 rows lacked, so demotion did not act there; IREE also ignores it under O2/O3).
+        # Third round (run on the H100, run 4): `--matmul-precision medium` (demotion with operations=all, which
+        # the O+demote-bf16 rows lacked, so demotion did not act there; IREE also ignores it under O2/O3).
         ("attention-block", "f32", "medium", "decomposed", None, medium, True),
         ("minilm", "f32", "medium", "decomposed", None, medium, False),
         ("smollm2-decode", "f32", "decomposed+medium", "decomposed", None, medium, False),
@@ -264,19 +266,10 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f16", "chai+x-hfuse", "decomposed", plan, (TRIAL_FLAGS["hfuse"],), False),
         *[
             ("attention-block", "f16", f"O+x-hfuse+tuned-{name}", "fused", None, o_hfuse, True, (name,))
-            for name in list(BLOCK_TUNING)[:17]
+            for name in ONE_AT_A_TIME
         ],
-        # Sixth round (H100 run 6): `-O` itself, now with its dispatch edits (optimize.BEST_KNOWN["cuda"]).
-        *[
-            (workload, precision, "-O", "auto", None, (), keep)
-            for workload, precision, keep in (
-                ("attention-block", "f16", True),
-                ("minilm", "f16", False),
-                ("minilm", "f32", False),
-                ("smollm2-decode", "f16", False),
-            )
-        ],
-        # Fifth round: the first round's winners together (a: attention, q: QKV projection, o: output projection).
+        # Fifth round (H100 runs 5 and 7): the first round's winners together (a: attention, q: QKV projection,
+        # o: output projection).
         ("minilm", "f32", "O+decomposed", "decomposed", None, o_hfuse, False),  # O3 fails: "failed to bufferize op"
         ("minilm", "f32", "decomposed+x-hfuse", "decomposed", None, (TRIAL_FLAGS["hfuse"],), False),  # so -O is this
         *[
@@ -293,6 +286,16 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 ("a-64x0", "q-r4-2heads-w8-s3", "o-128x64-r4"),
                 ("a-64x0", "q-r4-2heads-sub4x8", "o-128x64-r4"),
                 ("a-128x0-w8", "q-r4-2heads-w8", "o-128x64-r4"),
+            )
+        ],
+        # Sixth round (H100 run 6): `-O` itself, now with its dispatch edits (optimize.BEST_KNOWN["cuda"]).
+        *[
+            (workload, precision, "-O", "auto", None, (), keep)
+            for workload, precision, keep in (
+                ("attention-block", "f16", True),
+                ("minilm", "f16", False),
+                ("minilm", "f32", False),
+                ("smollm2-decode", "f16", False),
             )
         ],
     ]

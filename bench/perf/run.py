@@ -45,6 +45,12 @@ TRIALS: dict[str, dict[str, Any]] = {
     "O+split": {"pipeline": "builtin.module(effc-split-projections)"},
     "O-hoist": {"pipeline": None},
     "O-hoist+medium": {"pipeline": None, "matmul_precision": "medium"},
+    # Fourth CPU session (NOTES.md): horizontal contraction fusion (CUDA's -O) and reassociated FP reductions.
+    "O+medium+hfuse": {
+        "matmul_precision": "medium",
+        "iree_flags": ("--iree-dispatch-creation-enable-fuse-horizontal-contractions",),
+    },
+    "O+medium+reassoc": {"matmul_precision": "medium", "iree_flags": ("--iree-llvmcpu-reassociate-fp-reductions",)},
 }
 # torch modes: each also at torch.set_float32_matmul_precision("medium"), effc's "medium" counterpart.
 TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium")
