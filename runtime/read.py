@@ -41,11 +41,15 @@ class ReadConfig:
     """What defines a READ side network; saved as `read_config.json` next to the weights.
 
     `model_width`, `num_layers` and `base_model_name_or_path` are filled in from the backbone by
-    `attach`; a saved adapter refuses to load onto a backbone with another width or depth.
+    `attach`; a saved adapter refuses to load onto a backbone with another width or depth. `dropout`
+    (training only, off by default) drops the side network's normed inputs and its aggregated GRU output,
+    a regulariser for small train sets, where the GRU memorises the train split within a few epochs (on
+    bench/read's 1,200 sentences it did not raise dev accuracy: bench/read/results/dev-screen.md).
     """
 
     hidden_size: int = 256
     aggregation: Literal["mean", "last"] = "mean"
+    dropout: float = 0.0
     num_labels: int = 2
     label_names: list[str] = field(default_factory=list)
     model_width: int = 0
@@ -55,6 +59,8 @@ class ReadConfig:
     def __post_init__(self) -> None:
         if self.aggregation not in ("mean", "last"):
             raise EffcError(f"READ aggregation must be 'mean' or 'last', not '{self.aggregation}'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise EffcError(f"READ dropout must be in [0, 1), not {self.dropout}")
         if self.hidden_size < 1 or self.num_labels < 2:
             raise EffcError(
                 f"READ needs hidden_size >= 1 and num_labels >= 2 (got {self.hidden_size}, {self.num_labels})"
@@ -86,11 +92,18 @@ class ReadConfig:
 
 
 class SideNetwork(nn.Module):
-    """LayerNorm → GRU over depth → aggregate → Linear(H → d): the correction to the final state."""
+    """LayerNorm → GRU over depth → aggregate → Linear(H → d): the correction to the final state.
 
-    def __init__(self, width: int, hidden_size: int, aggregation: Literal["mean", "last"]) -> None:
+    `dropout` applies to the GRU's inputs and to its aggregated output while training (as LoRA drops its
+    input); it has no parameters, so it changes neither the saved weights nor the exported module.
+    """
+
+    def __init__(
+        self, width: int, hidden_size: int, aggregation: Literal["mean", "last"], dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.aggregation = aggregation
+        self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(width)
         self.rnn = nn.GRU(width, hidden_size)  # time-major: the time axis is depth
         self.out = nn.Linear(hidden_size, width)
@@ -102,9 +115,9 @@ class SideNetwork(nn.Module):
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """(L, B, T, d) layer outputs → (B, T, d); every token position is one length-L sequence."""
         layers, batch, tokens, width = states.shape
-        outputs, _ = self.rnn(self.norm(states.reshape(layers, batch * tokens, width)))
+        outputs, _ = self.rnn(self.dropout(self.norm(states.reshape(layers, batch * tokens, width))))
         summary = outputs.mean(dim=0) if self.aggregation == "mean" else outputs[-1]
-        return self.out(summary).reshape(batch, tokens, width)
+        return self.out(self.dropout(summary)).reshape(batch, tokens, width)
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -122,7 +135,7 @@ class ReadHead(nn.Module):
 
     def __init__(self, config: ReadConfig) -> None:
         super().__init__()
-        self.side = SideNetwork(config.model_width, config.hidden_size, config.aggregation)
+        self.side = SideNetwork(config.model_width, config.hidden_size, config.aggregation, config.dropout)
         self.classifier = nn.Linear(config.model_width, config.num_labels)
 
     def forward(
@@ -197,13 +210,17 @@ class ReadModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, backbone: nn.Module | None, directory: str | Path) -> ReadModel:
-        """Load an adapter saved by `save_pretrained` onto `backbone` (None: head only, for compiled use)."""
+        """Load an adapter saved by `save_pretrained` onto `backbone` (None: head only, for compiled use).
+
+        The model comes back in eval mode, as Hugging Face's and PEFT's `from_pretrained` return theirs: a
+        saved dropout acts only after `.train()`.
+        """
         config, state = load_adapter(directory)
         if backbone is not None:
             _check_fits(config, backbone, Path(directory))
         model = cls(backbone, config)
         model.read.load_state_dict(state)
-        return model
+        return model.eval()
 
 
 def load_adapter(directory: str | Path) -> tuple[ReadConfig, dict[str, torch.Tensor]]:

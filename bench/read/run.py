@@ -22,7 +22,8 @@ Each method runs in fresh processes, so the memory it reports is its own:
 READ runs its side network in micro-batches (READ_MICRO_BATCH rows, gradients accumulated); full
 fine-tuning's memory with the same micro-batches is measured too. read-long is read-cached trained for
 LONG_EPOCHS epochs, read-narrow is read-cached with a GRU of NARROW_WIDTH, read-narrow-bf16 is read-narrow
-on a bf16-matmul backbone, read-narrow-long is read-narrow trained for LONG_EPOCHS. Every child runs with
+on a bf16-matmul backbone, read-narrow-long is read-narrow trained for LONG_EPOCHS, read-long-dropout is read-long
+with ReadConfig.dropout = LONG_DROPOUT, at read-long's swept rate. Every child runs with
 OMP_WAIT_POLICY=PASSIVE. Energy comes from `EnergyLog`: a RAPL/NVML counter when readable, else modeled
 from the process's CPU time at the host's TDP per core (labelled); with cached states only the train
 split's backbone pass is training cost. READ's backbone is compiled once, by the parent (its time is
@@ -81,6 +82,7 @@ METHODS = (
     "read-narrow",
     "read-narrow-bf16",
     "read-narrow-long",
+    "read-long-dropout",
     "full",
     "lora",
     "bitfit",
@@ -91,7 +93,13 @@ METHODS = (
 LONG_EPOCHS = 10
 # read-narrow-long: read-narrow for LONG_EPOCHS (an extra row: at 3 epochs read-narrow's train loss is still
 # ~0.3 while read-long's falls below 1e-3 (overfit); the narrow GRU has 2.4x fewer parameters to overfit with).
-LONG = ("read-long", "read-narrow-long")
+LONG = ("read-long", "read-narrow-long", "read-long-dropout")
+# read-long-dropout: read-long with the side network's inputs and aggregated output dropped at this rate while
+# training (an extra row: read-long's train loss falls below 1e-3 by epoch 8, so the GRU memorises the train
+# split). It trains at read-long's swept rate (SAME_LR) rather than a sweep of its own.
+LONG_DROPOUT = 0.3
+# Methods that train at another method's picked rate: live READ trains the same network as read-cached.
+SAME_LR = {"read": "read-cached", "read-long-dropout": "read-long"}
 # read-narrow: read-cached with a GRU of NARROW_WIDTH instead of the task's width (an extra, labelled row: the
 # side network's cost is most of cached READ's energy, and it grows with the square of the width).
 NARROW_WIDTH = 128
@@ -102,12 +110,13 @@ VARIANTS = {
     "read-narrow": f"GRU {NARROW_WIDTH}",
     "read-narrow-bf16": f"GRU {NARROW_WIDTH}, bf16 backbone",
     "read-narrow-long": f"GRU {NARROW_WIDTH}, {LONG_EPOCHS} epochs",
+    "read-long-dropout": f"{LONG_EPOCHS} epochs, dropout {LONG_DROPOUT}",
 }
 # read-narrow-bf16: read-narrow on a backbone compiled with `--matmul-precision medium` (bf16 matmul inputs: a
 # faster backbone pass and bf16 weights in memory, on states that differ by ~1e-2); a third extra row.
 BF16_BACKBONE = ("read-narrow-bf16",)
-# Learning rates tried per method by `--sweep` (picked on dev accuracy); READ live and cached train the
-# same network, so `read` uses `read-cached`'s pick. Without a sweep file, the middle value is used.
+# Learning rates tried per method by `--sweep` (picked on dev accuracy); the SAME_LR methods use another
+# method's pick. Without a sweep file, the middle value is used.
 LR_GRID = {
     "read-cached": (1e-3, 3e-3, 1e-2),
     "read-long": (1e-3, 3e-3, 1e-2),
@@ -326,6 +335,8 @@ def child(
         task.epochs = LONG_EPOCHS
     if method.startswith("read-narrow"):
         task.read = {**task.read, "hidden_size": NARROW_WIDTH}
+    if method == "read-long-dropout":
+        task.read = {**task.read, "dropout": LONG_DROPOUT}
     data = tokenize(task, AutoTokenizer.from_pretrained(model_dir()))
     if phase == "memory":
         longest = np.argsort(-data["train"].attention_mask.sum(axis=1), kind="stable")[:MEMORY_ROWS]
@@ -452,9 +463,14 @@ def chosen_learning_rates(settings: dict[str, Any]) -> tuple[dict[str, float], s
         swept = json.loads(path.read_text())
         if swept["task"] == settings and set(swept["best_lr"]) == set(LR_GRID):
             lrs = dict(swept["best_lr"])
-            return lrs | {"read": lrs["read-cached"]}, "picked on dev accuracy by --sweep (lr-sweep.md)"
+            return _shared(lrs), "picked on dev accuracy by --sweep (lr-sweep.md)"
     lrs = {m: grid[1] for m, grid in LR_GRID.items()}
-    return lrs | {"read": lrs["read-cached"]}, "the middle of each grid (no matching lr-sweep.json)"
+    return _shared(lrs), "the middle of each grid (no matching lr-sweep.json)"
+
+
+def _shared(lrs: dict[str, float]) -> dict[str, float]:
+    """`lrs` plus the rates of the SAME_LR methods, taken from the methods they share a rate with."""
+    return lrs | {method: lrs[source] for method, source in SAME_LR.items()}
 
 
 def sweep_test_accuracy(settings: dict[str, Any], lrs: dict[str, float]) -> dict[str, float]:
@@ -640,8 +656,8 @@ def seeds_markdown(report: dict[str, Any]) -> str:
 
 
 def _seed_notes(rows: dict[str, dict[str, Any]]) -> list[str]:
-    """Seed 0 against read.md's single run, and what read-narrow-long (the training change tried to close
-    the gap) gained over read-narrow on dev, where it was judged, and on test."""
+    """Seed 0 against read.md's single run, and what read-narrow-long and read-long-dropout (the training
+    changes tried to close the gap) gained over the rows they change, on dev, where they were judged, and on test."""
     notes = []
     path = RESULTS / "read.json"
     single = json.loads(path.read_text()) if path.exists() else {}
@@ -654,18 +670,30 @@ def _seed_notes(rows: dict[str, dict[str, Any]]) -> list[str]:
         )
     if "read-narrow-long" in rows and "read-narrow" in rows:
         narrow, long = rows["read-narrow"], rows["read-narrow-long"]
-        gain = {
-            split: 100 * (long[f"{split}_accuracy_mean"] - narrow[f"{split}_accuracy_mean"])
-            for split in ("dev", "test")
-        }
+        gain = _gain(narrow, long)
         notes.append(
-            f"read-narrow-long is the one training change tried after the means missed the aim: read-narrow "
+            f"read-narrow-long is the first training change tried after the means missed the aim: read-narrow "
             f"trained for {long['epochs']} epochs instead of {narrow['epochs']} (its train loss was still falling; "
             "read-long's fell below 1e-3, with 2.4x the parameters), its lr picked on dev by --sweep (lr-sweep.md). "
             f"On dev, where it was judged, it gains {gain['dev']:+.2f} points over read-narrow (means over the seeds); "
             f"on test {gain['test']:+.2f}."
         )
+    if "read-long-dropout" in rows and "read-long" in rows:
+        gain = _gain(rows["read-long"], rows["read-long-dropout"])
+        notes.append(
+            f"read-long-dropout is the second: read-long with dropout {LONG_DROPOUT} on the side network's normed "
+            "inputs and its aggregated GRU output while training (ReadConfig.dropout), at read-long's rate; "
+            "dev-screen.md has it among the other changes screened on dev. On dev, where it was judged, it gains "
+            f"{gain['dev']:+.2f} points over read-long (means over the seeds); on test {gain['test']:+.2f}."
+        )
     return [line for note in notes for line in ("", note)]
+
+
+def _gain(base: dict[str, Any], changed: dict[str, Any]) -> dict[str, float]:
+    """Points `changed` gains over `base` on the dev and test means."""
+    return {
+        split: 100 * (changed[f"{split}_accuracy_mean"] - base[f"{split}_accuracy_mean"]) for split in ("dev", "test")
+    }
 
 
 def _seeds(row: dict[str, Any]) -> dict[int, float]:
@@ -832,7 +860,7 @@ def aims(rows: dict[str, dict[str, Any]]) -> list[str]:
             lambda v: v >= 84,
         ),
     ]
-    for name in ("read-narrow", *BF16_BACKBONE, "read-narrow-long"):  # the extra rows, against the same aims
+    for name in ("read-narrow", *BF16_BACKBONE, "read-narrow-long", "read-long-dropout"):  # the extra rows
         row = rows.get(name)
         if row is None:
             continue
