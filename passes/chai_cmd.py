@@ -47,6 +47,14 @@ def register(subparsers: Any) -> None:
         metavar="FRACTION",
         help="instead of elbows, cluster the cheapest layers until K+V bytes shrink by FRACTION",
     )
+    calibrate.add_argument(
+        "--cost",
+        choices=("attention", "output"),
+        default="attention",
+        help="what a layer's clustering costs when --kv-reduction trades layers: 'attention', the clustering "
+        "error of attention rows (no extra passes), or 'output', the measured change of the model's output "
+        "with only that layer clustered (one model pass per option; better plans)",
+    )
     calibrate.add_argument("--documents", type=int, default=64, help="documents used from --data (default: 64)")
     calibrate.add_argument("--tokens", type=int, default=128, help="tokens per document (default: 128)")
     calibrate.add_argument(
@@ -112,11 +120,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
     overrides = parse_layers_k(args.layers_k)
     if args.documents < 1 or args.tokens < 2:
         raise EffcError(f"--documents must be ≥ 1 and --tokens ≥ 2 (got {args.documents}, {args.tokens})")
+    if args.cost == "output" and args.kv_reduction is None:
+        raise EffcError("--cost output only chooses layers for --kv-reduction; add --kv-reduction FRACTION")
     documents = read_documents(args.data)[: args.documents]
     stages = Stages(enabled=True)
     with stages.stage(f"load {args.model}"):
         model, tokenizer, causal, name = load_calibration_model(args.model)
-    with stages.stage(f"attention on {len(documents)} documents, clustering"):
+    label = f"attention on {len(documents)} documents, clustering"
+    bar = PassBar(label) if args.cost == "output" else None
+    with bar or stages.stage(label):
         plan = calibrate(
             model,
             tokenizer,
@@ -127,7 +139,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
             seed=args.seed,
             overrides=overrides,
             kv_reduction=args.kv_reduction,
+            cost=args.cost,
             data_name=Path(args.data).name,
+            on_pass=bar.update if bar else None,
         )
     output = args.output or f"{name}.chai.json"
     write_atomic(output, plan.to_json())
@@ -135,6 +149,33 @@ def run_calibrate(args: argparse.Namespace) -> int:
     _print_plan(console, plan, [2048], 4)
     console.print(f"plan in {output}")
     return 0
+
+
+class PassBar:
+    """Progress of `--cost output` calibration: the attention pass, then a bar over the measured model passes."""
+
+    def __init__(self, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.task = self.progress.add_task(label, total=None)
+
+    def update(self, done: int, total: int) -> None:
+        self.progress.update(self.task, description="output costs (model passes)", completed=done, total=total)
+
+    def __enter__(self) -> PassBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
 
 
 def run_report(args: argparse.Namespace) -> int:

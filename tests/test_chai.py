@@ -7,7 +7,9 @@ attention in `chai_reference` (and differ from the original, so the comparison c
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,14 @@ from effc.compiler.importer import import_model, import_program
 from effc.compiler.iree_backend import compile_mlir
 from effc.compiler.loader import LoadedModel
 from effc.passes.chai import rewrite_module
-from effc.passes.chai_calibrate import calibrate, elbow, random_plan
+from effc.passes.chai_calibrate import (
+    analyse,
+    calibrate,
+    cheapest_sizes,
+    elbow,
+    measure_output_costs,
+    random_plan,
+)
 from effc.passes.chai_plan import ChaiPlan, LayerPlan, plan_from_json, structure_fingerprint
 from effc.passes.chai_reference import layer_shapes, patched_attention
 from effc.runtime.runner import run_vmfb
@@ -149,6 +158,69 @@ def test_calibration_meets_a_kv_reduction_target_on_gqa() -> None:
         assert lp.k == len(lp.kept_kv_heads()) * lp.group
     baseline = random_plan(plan, seed=1)
     assert [len(lp.kept_kv_heads()) for lp in baseline.layers] == [len(lp.kept_kv_heads()) for lp in plan.layers]
+
+
+def test_cheapest_sizes_is_the_exact_optimum() -> None:
+    rng = np.random.default_rng(0)
+    for needed in (1, 3, 5, 8):
+        layers = [(3, {1: float(rng.random()) + 1, 2: float(rng.random())}) for _ in range(4)]
+        options = [
+            [(size, 0.0 if size == full else cost[size]) for size in range(1, full + 1)] for full, cost in layers
+        ]
+        feasible = [choice for choice in itertools.product(*options) if sum(3 - size for size, _ in choice) >= needed]
+        best = min(sum(c for _, c in choice) for choice in feasible)
+        chosen = cheapest_sizes(layers, needed)
+        assert chosen is not None and sum(3 - size for size in chosen) >= needed
+        assert sum(0.0 if size == 3 else cost[size] for size, (_, cost) in zip(chosen, layers, strict=True)) == (
+            pytest.approx(best)
+        )
+    assert cheapest_sizes([(3, {1: 1.0, 2: 0.5})], 3) is None  # one layer frees at most 2 of its 3
+    assert cheapest_sizes([(3, {1: 1.0, 2: 0.5})], 0) == [3]
+
+
+def test_output_cost_plan_minimises_the_measured_change() -> None:
+    wrapper, _ = model_zoo.llama_gqa()
+    tokenizer = _CharTokenizer()
+    calibration = analyse(wrapper, tokenizer, DOCUMENTS, name="gqa", causal=True, tokens=24)
+    passes: list[tuple[int, int]] = []
+    measured = measure_output_costs(
+        calibration, wrapper, tokenizer, DOCUMENTS, tokens=24, causal=True, on_pass=lambda *p: passes.append(p)
+    )
+    assert passes[-1] == (calibration.cost_passes(), calibration.cost_passes()) == (len(passes), len(passes))
+    by_output = measured.plan(kv_reduction=0.2, cost="output")
+    by_attention = measured.plan(kv_reduction=0.2)
+    assert (by_output.calibration["cost"], by_attention.calibration["cost"]) == ("output", "attention")
+
+    def kept(plan: ChaiPlan) -> list[int]:
+        return [len(lp.kept_kv_heads()) for lp in plan.layers]
+
+    for plan in (by_output, by_attention):
+        assert sum(lp.kv_heads - k for lp, k in zip(plan.layers, kept(plan), strict=True)) >= 0.2 * 2 * 2 * 2
+    costs = [{size: m.cost for size, m in layer.items()} | {2: 0.0} for layer in measured.measured]
+    assert sum(c[k] for c, k in zip(costs, kept(by_output), strict=True)) <= sum(
+        c[k] for c, k in zip(costs, kept(by_attention), strict=True)
+    )
+    # a measured cost is the KL divergence of the model's next-token distributions with that layer alone clustered
+    layer = next(lp for lp in by_output.layers if not lp.is_identity())
+    alone = replace(
+        by_output,
+        layers=tuple(
+            lp if lp is layer else a.layer_plan(2, "full")
+            for lp, a in zip(by_output.layers, calibration.analyses, strict=True)
+        ),
+    )
+    batch = torch.cat([tokenizer(d, "pt", True, 24)["input_ids"] for d in DOCUMENTS[:6]])  # all 24 tokens long
+    with torch.no_grad():
+        reference = torch.log_softmax(wrapper(batch).double(), -1)
+        with patched_attention(wrapper, alone):
+            clustered = torch.log_softmax(wrapper(batch).double(), -1)
+    expected = float(torch.nn.functional.kl_div(clustered, reference, log_target=True, reduction="sum")) / (
+        batch.shape[0] * batch.shape[1]
+    )
+    assert measured.measured[layer.layer][len(layer.kept_kv_heads())].cost == pytest.approx(expected, rel=1e-4)
+    assert expected > 0
+    with pytest.raises(EffcError, match=r"^CHAI cost 'output' needs measured output costs"):
+        calibration.plan(kv_reduction=0.2, cost="output")
 
 
 def test_calibration_rejects_bad_overrides() -> None:
@@ -329,6 +401,28 @@ def test_cli_calibrate_and_report(tmp_path: Path, effc_cli: object) -> None:
     report = effc_cli("chai", "report", str(plan_file), "--context", "1024")  # type: ignore[operator]
     assert report.code == 0 and "context 1024: K cache" in report.out
 
+    measured_file = tmp_path / "measured.json"
+    measured = effc_cli(
+        "chai",
+        "calibrate",
+        str(directory),
+        "--data",
+        str(data),
+        "-o",
+        str(measured_file),
+        "--kv-reduction",
+        "0.25",
+        "--cost",
+        "output",
+    )  # type: ignore[operator]
+    assert measured.code == 0, measured.err
+    assert load_plan(measured_file).calibration["cost"] == "output"
+    assert sum(len(lp.kept_kv_heads()) for lp in load_plan(measured_file).layers) == 2  # 2 of 4 K heads: 25% of K+V
+    no_target = effc_cli("chai", "calibrate", str(directory), "--data", str(data), "--cost", "output")  # type: ignore[operator]
+    assert (no_target.code, no_target.err) == (
+        1,
+        "effc: error: --cost output only chooses layers for --kv-reduction; add --kv-reduction FRACTION\n",
+    )
     bad = effc_cli("chai", "calibrate", str(directory), "--data", str(data), "--layers-k", "1:1")  # type: ignore[operator]
     assert (bad.code, bad.err) == (1, "effc: error: --layers-k expects LAYER=K pairs such as 3=4,5=6, got '1:1'\n")
     missing = effc_cli("chai", "report", str(tmp_path / "none.json"))  # type: ignore[operator]

