@@ -9,13 +9,16 @@
 // RUN:   --pass-pipeline='builtin.module(effc-chai{plan=%S/Inputs/chai-gqa.json shrink-io=false})' | FileCheck %s --check-prefix=KEEP-IO
 
 // Prefill: repeat_kv (unsqueeze, broadcast_to, view) is seen through, K's weight keeps 1 KV head
-// ([2,8]) and is repeated to the 2 representatives; the returned K cache has 1 head.
+// ([2,8]) and is repeated to the 2 representatives as repeat_kv does it (a broadcast, not a gather);
+// the returned K cache has 1 head.
 // CHECK-LABEL: func.func @prefill(
 // CHECK-SAME:    -> (!torch.vtensor<[1,4,3,2],f32>, !torch.vtensor<[1,1,3,2],f32>)
 // CHECK:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[4,8],f32>
 // CHECK:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[2,8],f32>
 // CHECK:         %[[K1:.*]] = torch.aten.permute %{{.*}} -> !torch.vtensor<[1,1,3,2],f32>
-// CHECK:         torch.aten.index_select %[[K1]], %{{.*}} -> !torch.vtensor<[1,2,3,2],f32>
+// CHECK:         %[[K1U:.*]] = torch.aten.unsqueeze %[[K1]], %{{.*}} -> !torch.vtensor<[1,1,1,3,2],f32>
+// CHECK:         %[[K1B:.*]] = torch.aten.broadcast_to %[[K1U]], %{{.*}} -> !torch.vtensor<[1,1,2,3,2],f32>
+// CHECK:         torch.aten.view %[[K1B]], %{{.*}} -> !torch.vtensor<[1,2,3,2],f32>
 // CHECK:         torch.aten.matmul %{{.*}} : !torch.vtensor<[1,2,3,2],f32>, !torch.vtensor<[1,2,2,3],f32> -> !torch.vtensor<[1,2,3,3],f32>
 // CHECK:         torch.vtensor.literal(dense<[0, 1, 0, 1]> : tensor<4xsi64>)
 // CHECK:         torch.aten.index_select {{.*}} -> !torch.vtensor<[1,4,3,3],f32>
