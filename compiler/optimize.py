@@ -24,7 +24,9 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
         # head's scores goes away): with bf16 matmuls MiniLM 12.5 -> 12.0 ms, SmolLM2 prefill 109 -> 105 ms.
         "pipeline": "builtin.module(effc-hoist-softmax-guard)",
         # Data tiling fails on the SmolLM2 decode step ("'linalg.pack' op expected padding_value has 'i8'
-        # but got: 'i1'", the attention mask): optional, dropped with a note where IREE rejects it.
+        # but got: 'i1'", the attention mask): optional, dropped with a note where IREE rejects it. That failure
+        # keeps it off decode steps, where it would hurt: with the mask made additive it applies and the step
+        # takes 128 ms instead of 71 (bf16: 161), one-row matmuls padded to the ukernels' tiles (NOTES.md).
         "optional_iree_flags": ("--iree-dispatch-creation-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
     },
     "cuda": {

@@ -255,6 +255,7 @@ def main() -> None:
         "--configs", default="default,O", help=f"effc configurations: default, O (compile -O), {', '.join(TRIALS)}"
     )
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--tag", default="", help="suffix for the results' file names (a trial beside the main table)")
     parser.add_argument("--child", choices=TORCH_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -265,7 +266,7 @@ def main() -> None:
 
     def save(rows: list[dict[str, Any]]) -> None:
         machine = machine_description()  # its load average, at the time of the latest row
-        stem = "cpu-" + slug(str(machine["cpu"]))
+        stem = "cpu-" + slug(str(machine["cpu"])) + (f"-{args.tag}" if args.tag else "")
         report = {"measured": when, "machine": machine, "rows": rows}
         write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
         write_atomic(RESULTS / f"{stem}.md", markdown(rows, machine, when))
