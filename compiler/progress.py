@@ -29,9 +29,10 @@ class Stages:
             self.console.print(f"[yellow]note:[/yellow] {message}")
 
     @contextmanager
-    def stage(self, label: str) -> Iterator[None]:
+    def stage(self, label: str, spinner: bool = True) -> Iterator[None]:
+        """Time `label`; `spinner=False` when the stage shows a progress bar of its own (one live display at once)."""
         start = time.perf_counter()
-        if self.enabled and self.console.is_terminal:
+        if self.enabled and spinner and self.console.is_terminal:
             with self.console.status(f"{label}…"):
                 yield
         else:

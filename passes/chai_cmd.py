@@ -10,6 +10,7 @@ The plan feeds the rewrite: effc compile smollm2 --pass-pipeline='builtin.module
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from effc.compiler.errors import EffcError
@@ -126,9 +127,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     stages = Stages(enabled=True)
     with stages.stage(f"load {args.model}"):
         model, tokenizer, causal, name = load_calibration_model(args.model)
-    label = f"attention on {len(documents)} documents, clustering"
-    bar = PassBar(label) if args.cost == "output" else None
-    with bar or stages.stage(label):
+    label = f"attention on {len(documents)} documents, clustering" + (", output costs" if args.cost == "output" else "")
+    bar = PassBar() if args.cost == "output" else None
+    with stages.stage(label, spinner=bar is None), bar or contextlib.nullcontext():
         plan = calibrate(
             model,
             tokenizer,
@@ -152,23 +153,26 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 class PassBar:
-    """Progress of `--cost output` calibration: the attention pass, then a bar over the measured model passes."""
+    """A bar over `--cost output`'s model passes (one per layer option, minutes on a real model), with time left."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("output costs (model passes)"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
         )
-        self.task = self.progress.add_task(label, total=None)
+        self.task = self.progress.add_task("passes", total=None)
 
     def update(self, done: int, total: int) -> None:
-        self.progress.update(self.task, description="output costs (model passes)", completed=done, total=total)
+        self.progress.update(self.task, completed=done, total=total)
 
     def __enter__(self) -> PassBar:
         self.progress.start()

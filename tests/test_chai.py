@@ -416,6 +416,7 @@ def test_cli_calibrate_and_report(tmp_path: Path, effc_cli: object) -> None:
         "output",
     )  # type: ignore[operator]
     assert measured.code == 0, measured.err
+    assert "✓ attention on 6 documents, clustering, output costs" in measured.err  # the stage is timed as usual
     assert load_plan(measured_file).calibration["cost"] == "output"
     assert sum(len(lp.kept_kv_heads()) for lp in load_plan(measured_file).layers) == 2  # 2 of 4 K heads: 25% of K+V
     no_target = effc_cli("chai", "calibrate", str(directory), "--data", str(data), "--cost", "output")  # type: ignore[operator]
