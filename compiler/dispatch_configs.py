@@ -31,8 +31,11 @@ class ConfigEdit:
     entries to change, by position; negative positions count from the end, so one edit fits ops of any
     rank (an attention's head dimension is at -3, a contraction's reduction step at -1). `subgroups` sets
     the subgroup count of an attention kernel's Q·Kᵀ and P·V (their `subgroup_basis`), whose
-    `workgroup_size` must then be `subgroups * 32`. An edit applies only where `requires` matches the
-    configuration's text, so a rule written for one code-generation pipeline leaves the others alone.
+    `workgroup_size` must then be `subgroups * 32`. `promote_operands` names the root op's operands that a
+    workgroup stages through shared memory (coalesced loads, reused by all its threads); IREE 3.13 gives f32
+    matmuls on CUDA none, so every thread reads its operands from global memory. An edit applies only where
+    `requires` matches the configuration's text, so a rule written for one code-generation pipeline leaves
+    the others alone.
     """
 
     dispatch: str
@@ -41,6 +44,7 @@ class ConfigEdit:
     workgroup_size: int | None = None
     prefetch_stages: int | None = None
     subgroups: int | None = None
+    promote_operands: tuple[int, ...] | None = None
 
 
 def _replace(
@@ -64,6 +68,12 @@ def apply_edit(configured: str, edit: ConfigEdit) -> str:
             functools.partial(_entries, key=key, changes=changes),
             key,
         )
+    if edit.promote_operands is not None:
+        root = re.search(r"lowering_config<\{([^}]*?\bworkgroup = [^}]*)\}", text)  # the config with tile sizes
+        if root is not None and "promote_operands" in root.group(1):
+            raise EffcError("cannot edit the dispatch configuration: it already promotes operands (left as IREE chose)")
+        promoted = f"promote_operands = [{', '.join(map(str, edit.promote_operands))}], "
+        text = _replace(text, r"lowering_config<\{(?=[^}]*?\bworkgroup = )", rf"\g<0>{promoted}", "workgroup tiles")
     if edit.workgroup_size is not None:
         text = _replace(
             text,

@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,10 @@ def run_vmfb(
 class BenchmarkResult:
     """Timing of one compiled function, from iree-benchmark-module."""
 
-    median_s: float
+    median_s: float  # per call
     runs_s: tuple[float, ...]
+    # With --dispatch_statistics=true: each dispatch function's time per call (median over repetitions).
+    dispatch_s: dict[str, float] = field(default_factory=dict)
 
 
 def benchmark_vmfb(
@@ -104,8 +106,13 @@ def benchmark_vmfb(
     repetitions: int = 10,
     timeout_s: float = 600,
     parameters: Path | None = None,
+    runtime_flags: Sequence[str] = (),
 ) -> BenchmarkResult:
-    """Median wall time per call over `repetitions` runs of iree-benchmark-module."""
+    """Median wall time per call over `repetitions` runs of iree-benchmark-module.
+
+    `runtime_flags` go to iree-benchmark-module as they are (driver options such as `--cuda_use_streams=false`,
+    or `--dispatch_statistics=true`, which fills `dispatch_s`).
+    """
     from iree.runtime.benchmark import benchmark_exe
 
     with tempfile.TemporaryDirectory(prefix="effc-bench-") as tmp:
@@ -126,6 +133,7 @@ def benchmark_vmfb(
             "--benchmark_format=json",
             f"--benchmark_out={out}",
             "--benchmark_out_format=json",
+            *runtime_flags,
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
         if result.returncode != 0:
@@ -133,8 +141,14 @@ def benchmark_vmfb(
                 f"iree-benchmark-module failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
             )
         rows = json.loads(out.read_text())["benchmarks"]
-    runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration")
-    return BenchmarkResult(statistics.median(runs), runs)
+    whole = f"BM_{function}/process_time/real_time"
+    runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration" and row["name"] == whole)
+    per_dispatch: dict[str, list[float]] = {}
+    for row in rows:
+        if row.get("run_type") == "iteration" and row["name"] != whole:
+            per_dispatch.setdefault(str(row["name"]).removeprefix(f"BM_{function}/"), []).append(_seconds(row))
+    dispatch_s = {name: statistics.median(times) for name, times in per_dispatch.items()}
+    return BenchmarkResult(statistics.median(runs), runs, dispatch_s)
 
 
 def _seconds(row: dict[str, float | str]) -> float:

@@ -104,3 +104,40 @@ def test_dash_o_on_cuda_steps_k_by_64_only_where_iree_chose_32(tmp_path: Path) -
     assert any("attention" in name for name in edited)
     (out,) = [p.read_text() for p in (configs / "iree").glob("configured_*.mlir") if "2048x1024x1024" in p.read_text()]
     assert "reduction = [0, 0, 8]" in out
+
+
+class _LinearNoBias(torch.nn.Module):
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x @ weight.t()
+
+
+def _f32_matmul_ptx(tmp_path: Path, name: str, flags: tuple[str, ...] = ()) -> str:
+    x, weight = torch.randn(2, 128, 256, generator=torch.Generator().manual_seed(0))
+    binaries = tmp_path / name
+    effc.compile(
+        _LinearNoBias(),
+        (x, weight),
+        target="cuda",
+        iree_flags=(*flags, f"--iree-hal-dump-executable-binaries-to={binaries}"),
+    )
+    return "".join(p.read_text() for p in binaries.glob("*.ptx"))
+
+
+def test_promoted_f32_matmul_operands_are_staged_in_shared_memory(tmp_path: Path) -> None:
+    """IREE 3.13 gives f32 matmuls on CUDA no shared memory; `promote_operands` makes the kernel stage them there."""
+    dumped = tmp_path / "dumped"
+    before = _f32_matmul_ptx(tmp_path, "before", (f"{DUMP_FLAG}={dumped}",))
+    edit = ConfigEdit("matmul", promote_operands=(0, 1), requires="pipeline<TileAndFuse>")
+    flags = substitution_flags(dumped, (edit,), tmp_path / "edited")
+    assert (
+        "lowering_config<{promote_operands = [0, 1], reduction = " in next((tmp_path / "edited").iterdir()).read_text()
+    )
+    after = _f32_matmul_ptx(tmp_path, "after", flags)
+    assert "st.shared" not in before and "st.shared" in after
+
+
+def test_promote_edit_leaves_a_configuration_that_already_promotes(dumped: tuple[Path, bytes]) -> None:
+    """IREE's attention config promotes its operands (with a promotion type each): an edit must not half-change it."""
+    configured = next(dumped[0].glob("configured_*.mlir")).read_text()
+    with pytest.raises(EffcError, match=r"^cannot edit the dispatch configuration: it already promotes operands"):
+        apply_edit(configured, ConfigEdit("attention", promote_operands=(0, 1)))

@@ -89,7 +89,27 @@ COMBINATION_PARTS: dict[str, ConfigEdit] = {
         OUT, {"workgroup": {0: 128, 1: 64}, "subgroup": {0: 4, 1: 4}, "reduction": {-1: 2}}, prefetch_stages=3
     ),
 }
-BLOCK_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS
+# f32 on CUDA (seventh round): IREE 3.13 compiles f32 contractions with its TileAndFuse pipeline and no shared
+# memory, each thread reading its operands from global memory; 2-d matmuls give each thread 1x16 outputs, so a
+# warp reads 16 rows of the transposed weight at once. Edits: stage the operands in shared memory (promote),
+# and 4x4 outputs per thread.
+_SIXTEEN_WIDE = r"thread = \[[1, ]*16, 0\]"
+F32_TUNING: dict[str, ConfigEdit] = {
+    "mc-promote": ConfigEdit("multi_contract", promote_operands=(0, 1, 2, 3), requires="pipeline<TileAndFuse>"),
+    "mm-promote": ConfigEdit("matmul", promote_operands=(0, 1), requires="pipeline<TileAndFuse>"),
+    "mm-4x4": ConfigEdit("matmul", {"thread": {-3: 4, -2: 4}}, requires=_SIXTEEN_WIDE),
+    "mm-promote-4x4": ConfigEdit("matmul", {"thread": {-3: 4, -2: 4}}, requires=_SIXTEEN_WIDE, promote_operands=(0, 1)),
+}
+KERNEL_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS | F32_TUNING
+# Options of IREE's CUDA driver tried per call by `profile` (no recompile): what a module call costs beside its
+# kernels. IREE 3.13's defaults: streams (not CUDA graphs), no inline execution, stream-ordered allocations.
+RUNTIME_VARIANTS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "graphs": ("--cuda_use_streams=false",),
+    "inline": ("--cuda_allow_inline_execution=true",),
+    "sync-alloc": ("--cuda_async_allocations=false",),
+}
+PROFILE_MIN_TIME = "--benchmark_min_time=0.2s"  # per repetition: keeps a profile of a pack within minutes
 
 
 @dataclass(frozen=True)
@@ -187,6 +207,14 @@ def _specs(workload: str, mlir: str, precision: str) -> tuple[InputSpec, ...]:
     return tuple(specs)
 
 
+def pack_entries(manifest: dict[str, Any]) -> list[Entry]:
+    """A pack manifest's modules."""
+    return [
+        Entry(**(e | {"inputs": tuple(InputSpec(tuple(i["shape"]), i["dtype"], i["fill"]) for i in e["inputs"])}))
+        for e in manifest["entries"]
+    ]
+
+
 def _host_module(workload: str, precision: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], dict[str, Any]]:
     """The host's module (real weights for the bundled models) and example inputs, in `precision`."""
     from effc.bench.perf.workloads import WORKLOADS
@@ -260,7 +288,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         # effc-split-projections: the q/k/v copies were ~25% of IREE's bf16 block (gpu-measurements.md).
         ("attention-block", "f16", "O+split", "fused", "builtin.module(effc-split-projections)", o_flags, False),
         # Fourth round (first H100 run): today's -O (O3 + hfuse; decode steps decomposed, where O3 fails), and
-        # the f16 block with one dispatch's kernel configuration changed at a time (BLOCK_TUNING).
+        # the f16 block with one dispatch's kernel configuration changed at a time (KERNEL_TUNING).
         ("attention-block", "f32", "O+decomposed", "decomposed", None, o_hfuse, False),
         ("smollm2-decode", "f16", "decomposed+x-hfuse", "decomposed", None, (TRIAL_FLAGS["hfuse"],), False),
         ("smollm2-decode", "f16", "chai+x-hfuse", "decomposed", plan, (TRIAL_FLAGS["hfuse"],), False),
@@ -298,6 +326,18 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 ("smollm2-decode", "f16", False),
             )
         ],
+        # Seventh round: f32 matmul configurations (F32_TUNING) on top of what -O gives f32 MiniLM (decomposed,
+        # hfuse; O3 fails) and the f32 block (decomposed, O3, hfuse); the block keeps its real weights, so the
+        # edited kernels are checked against torch on the GPU (MiniLM's f32 weights would not fit the transfer).
+        *[
+            ("minilm", "f32", "O-f32-" + "+".join(names), "decomposed", None, (TRIAL_FLAGS["hfuse"],), False, names)
+            for names in (("mc-promote", "mm-promote"), ("mm-4x4",), ("mc-promote", "mm-promote-4x4", "mm-promote"))
+        ],
+        ("attention-block", "f32", "O-f32", "decomposed", None, o_hfuse, True),
+        *[
+            ("attention-block", "f32", "O-f32-" + "+".join(names), "decomposed", None, o_hfuse, True, names)
+            for names in (("mm-promote",), ("mm-promote-4x4", "mm-promote"))
+        ],
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
@@ -331,7 +371,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 if tuned:  # compile once to get IREE's configurations, then again with the edited ones
                     dumped = scratch / key / "dumped"
                     compile_cuda(iree_flags=(*flags, f"{DUMP_FLAG}={dumped}"))
-                    edits = tuple(BLOCK_TUNING[name] for name in tuned[0])
+                    edits = tuple(KERNEL_TUNING[name] for name in tuned[0])
                     substitutions = substitution_flags(dumped, edits, scratch / key / "edited")
                 compiled = compile_cuda(iree_flags=(*flags, *substitutions))
         except EffcError as err:  # an option that does not compile is a result too (NOTES.md)
@@ -417,10 +457,7 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
     from effc.runtime.runner import benchmark_vmfb, relative_error, run_vmfb
 
     manifest = json.loads((pack / "manifest.json").read_text())
-    entries = [
-        Entry(**(e | {"inputs": tuple(InputSpec(tuple(i["shape"]), i["dtype"], i["fill"]) for i in e["inputs"])}))
-        for e in manifest["entries"]
-    ]
+    entries = pack_entries(manifest)
     card = torch.cuda.get_device_name(0)
     try:
         meter: NvmlMeter | None = NvmlMeter()
@@ -479,6 +516,168 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
     return report
+
+
+def profile(pack: Path, out: Path, only: str | None, repetitions: int, tag: str) -> dict[str, Any]:
+    """Where a module call's time goes on this GPU, against torch eager's kernels for the same workload.
+
+    Per module: its time under each of RUNTIME_VARIANTS (and with its real weights, where the pack has them),
+    IREE's per-dispatch statistics, and, where Nsight Compute is installed, the duration of every kernel of one
+    call (`ncu --clock-control none`: the card's own clocks), for IREE and for one torch eager call.
+    """
+    from effc.runtime.runner import benchmark_vmfb
+
+    manifest = json.loads((pack / "manifest.json").read_text())
+    entries = [e for e in pack_entries(manifest) if not only or any(part in e.key for part in only.split(","))]
+    out.mkdir(parents=True, exist_ok=True)
+    ncu = shutil.which("ncu")
+    rows, eager_cache = [], {}
+    for entry in entries:
+        row: dict[str, Any] = {"key": entry.key, "workload": entry.workload, "precision": entry.precision}
+        arrays = make_inputs(entry.inputs)
+        bench = functools.partial(benchmark_vmfb, pack / entry.vmfb, arrays, device="cuda", repetitions=repetitions)
+        weights = {"splat": pack / entry.splat} | ({"real": pack / entry.real_params} if entry.real_params else {})
+        calls = {
+            f"{name}-{kind}": (flags, archive)
+            for name, flags in RUNTIME_VARIANTS.items()
+            for kind, archive in weights.items()
+            if name == "default" or kind == "splat"
+        }
+        row["call_ms"] = {}
+        for name, (flags, archive) in calls.items():
+            try:
+                row["call_ms"][name] = (
+                    bench(parameters=archive, runtime_flags=(*flags, PROFILE_MIN_TIME)).median_s * 1e3
+                )
+            except Exception as err:  # a driver option this runtime lacks is a result too
+                row["call_ms"][name] = str(err)[:200]
+        try:
+            stats = bench(parameters=pack / entry.splat, runtime_flags=("--dispatch_statistics=true", PROFILE_MIN_TIME))
+            row["dispatch_us"] = {name: t * 1e6 for name, t in sorted(stats.dispatch_s.items(), key=lambda kv: -kv[1])}
+        except Exception as err:
+            row["dispatch_us"] = str(err)[:200]
+        base = (entry.workload, entry.precision)
+        if base not in eager_cache:
+            module = build_torch(entry.workload, entry.precision, manifest["configs"]).cuda()
+            tensors = [torch.from_numpy(a).cuda() for a in make_inputs(entries_base_inputs(entries, base))]
+            eager_cache[base] = {"eager_ms": _torch_eager_ms(module, tensors)}
+            if ncu:
+                eager_cache[base]["eager_kernels_us"] = _ncu_kernels(
+                    [ncu, "--profile-from-start", "off"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "effc.bench.perf.cuda",
+                        "eager-once",
+                        "--pack",
+                        str(pack),
+                        "--key",
+                        entry.key,
+                    ],
+                )
+            del module, tensors
+            torch.cuda.empty_cache()
+        row |= eager_cache[base]
+        if ncu:
+            row["iree_kernels_us"] = _ncu_kernels([ncu], _run_module_command(pack, entry, arrays, out))
+        rows.append(row)
+        print(json.dumps(_profile_summary(row)), flush=True)
+    report = {
+        "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "card": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "iree_runtime": importlib.metadata.version("iree-base-runtime"),
+        "ncu": bool(ncu),
+        "rows": rows,
+    }
+    stem = "cuda-profile-" + slug(report["card"]) + (f"-{tag}" if tag else "")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    for row in rows:
+        print(
+            json.dumps(
+                _profile_summary(row)
+                | {
+                    "top_dispatches_us": dict(list(row["dispatch_us"].items())[:6])
+                    if isinstance(row["dispatch_us"], dict)
+                    else row["dispatch_us"]
+                }
+            )
+        )
+    return report
+
+
+def _profile_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """One line per module: call times by variant, and kernel time per call (sums) for IREE and eager."""
+    summary = {"key": row["key"], "eager_ms": round(row["eager_ms"], 4)}
+    summary |= {name: round(ms, 4) if isinstance(ms, float) else ms for name, ms in row["call_ms"].items()}
+    if isinstance(row.get("dispatch_us"), dict):
+        summary["dispatch_sum_us"] = round(sum(row["dispatch_us"].values()), 1)
+    for side in ("iree", "eager"):
+        kernels = row.get(f"{side}_kernels_us")
+        if isinstance(kernels, list):
+            summary[f"{side}_kernels"] = len(kernels)
+            summary[f"{side}_kernel_sum_us"] = round(sum(us for _, us in kernels), 1)
+    return summary
+
+
+def _run_module_command(pack: Path, entry: Entry, arrays: list[np.ndarray], scratch: Path) -> list[str]:
+    """iree-run-module making exactly one call of the module (so every kernel ncu sees belongs to it)."""
+    from iree.runtime.benchmark import benchmark_exe
+
+    from effc.compiler.parameters import SCOPE
+
+    inputs = []
+    for i, array in enumerate(arrays):
+        path = scratch / f"{entry.key}-input{i}.npy"
+        np.save(path, array)
+        inputs.append(f"--input=@{path}")
+    return [
+        str(Path(benchmark_exe()).with_name("iree-run-module")),
+        f"--parameters={SCOPE}={pack / entry.splat}",
+        f"--module={pack / entry.vmfb}",
+        "--device=cuda",
+        "--function=main",
+        *inputs,
+    ]
+
+
+def _ncu_kernels(ncu: list[str], command: list[str]) -> list[tuple[str, float]] | str:
+    """(kernel name, duration in us) for every kernel `command` launches, from Nsight Compute, in launch order."""
+    import csv
+    import io
+    import subprocess
+
+    flags = ["--clock-control", "none", "--metrics", "gpu__time_duration.sum", "--csv", "--print-units", "base"]
+    result = subprocess.run([*ncu, *flags, *command], capture_output=True, text=True, timeout=120, check=False)
+    lines = result.stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
+    if result.returncode != 0 or start is None:
+        return f"ncu failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()[-300:]}"
+    rows = csv.DictReader(io.StringIO("\n".join(lines[start:])))
+    return [
+        (r["Kernel Name"], float(r["Metric Value"].replace(",", "")) / 1e3)
+        for r in rows
+        if r["Metric Name"] == "gpu__time_duration.sum"
+    ]
+
+
+def eager_once(pack: Path, key: str) -> None:
+    """One torch eager call of the pack entry's workload, inside a CUDA profiler range (for ncu), after warm-up."""
+    manifest = json.loads((pack / "manifest.json").read_text())
+    entries = pack_entries(manifest)
+    entry = next(e for e in entries if e.key == key)
+    module = build_torch(entry.workload, entry.precision, manifest["configs"]).cuda()
+    tensors = [
+        torch.from_numpy(a).cuda() for a in make_inputs(entries_base_inputs(entries, (entry.workload, entry.precision)))
+    ]
+    with torch.no_grad():
+        for _ in range(3):
+            module(*tensors)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        module(*tensors)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
 
 
 def _eager_tf32_ms(entry: Entry, entries: list[Entry], configs: dict[str, Any], cache: dict[Any, Any]) -> float:
@@ -570,9 +769,22 @@ def main() -> None:
     meas.add_argument("--out", type=Path, default=RESULTS)
     meas.add_argument("--repetitions", type=int, default=10)
     meas.add_argument("--tag", default="", help="suffix for the results' file names (one file per run)")
+    prof = sub.add_parser("profile", help="on the GPU: runtime options, per-dispatch and per-kernel times")
+    prof.add_argument("--pack", type=Path, default=Path(__file__).parent / "cuda-pack")
+    prof.add_argument("--out", type=Path, default=RESULTS)
+    prof.add_argument("--only", help="profile only the modules whose key contains one of these (comma-separated)")
+    prof.add_argument("--repetitions", type=int, default=5)
+    prof.add_argument("--tag", default="")
+    once = sub.add_parser("eager-once", help="one torch eager call in a CUDA profiler range (profile runs it)")
+    once.add_argument("--pack", type=Path, required=True)
+    once.add_argument("--key", required=True)
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.pack, args.plan, args.only)
+    elif args.command == "profile":
+        profile(args.pack, args.out, args.only, args.repetitions, args.tag)
+    elif args.command == "eager-once":
+        eager_once(args.pack, args.key)
     else:
         measure(args.pack, args.out, args.repetitions, args.tag)
     sys.stdout.flush()
