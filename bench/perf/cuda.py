@@ -111,6 +111,16 @@ F32_TUNING: dict[str, ConfigEdit] = {
         "matmul", {"workgroup": {-3: 16, -2: 32}, "thread": {-3: 1, -2: 2}}, requires=SIXTEEN_WIDE
     ),
     "mc-16x32-4x4": ConfigEdit("multi_contract", {"workgroup": {-3: 16, -2: 32}, "thread": {-3: 4, -2: 4}}),
+    # Run 10: one or two outputs per thread in smaller tiles still (run 9's best was 16x32 with 1x2).
+    "mm-16x16-1x1": ConfigEdit(
+        "matmul", {"workgroup": {-3: 16, -2: 16}, "thread": {-3: 1, -2: 1}}, requires=SIXTEEN_WIDE
+    ),
+    "mm-8x32-1x1": ConfigEdit(
+        "matmul", {"workgroup": {-3: 8, -2: 32}, "thread": {-3: 1, -2: 1}}, requires=SIXTEEN_WIDE
+    ),
+    "mm-32x32-2x2": ConfigEdit(
+        "matmul", {"workgroup": {-3: 32, -2: 32}, "thread": {-3: 2, -2: 2}}, requires=SIXTEEN_WIDE
+    ),
 }
 KERNEL_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS | F32_TUNING
 # Options of IREE's CUDA driver tried per call by `profile` (no recompile): what a module call costs beside its
@@ -353,12 +363,16 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 ("mm-16x32-1x2",),
                 ("mm-4x4", "mc-16x32-4x4"),
                 ("mm-32x32-1x4", "mc-16x32-4x4"),
+                ("mm-16x32-1x2", "mc-16x32-4x4"),  # run 10
+                ("mm-16x16-1x1",),
+                ("mm-8x32-1x1",),
+                ("mm-32x32-2x2",),
             )
         ],
         ("attention-block", "f32", "O-f32", "decomposed", None, o_hfuse, True),
         *[
             ("attention-block", "f32", "O-f32-" + "+".join(names), "decomposed", None, o_hfuse, True, names)
-            for names in (("mm-promote",), ("mm-promote-4x4", "mm-promote"))
+            for names in (("mm-promote",), ("mm-promote-4x4", "mm-promote"), ("mm-4x4",))
         ],
     ]
     entries, configs = [], previous.get("configs", {})
