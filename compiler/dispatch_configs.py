@@ -12,6 +12,7 @@ runs with an empty path), so effc uses the route that is: compile once with
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ class ConfigEdit:
     workgroup stages through shared memory (coalesced loads, reused by all its threads); IREE 3.13 gives f32
     matmuls on CUDA none, so every thread reads its operands from global memory. An edit applies only where
     `requires` matches the configuration's text, so a rule written for one code-generation pipeline leaves
-    the others alone.
+    the others alone, and, with `below_workgroups`, only where IREE's tiles launch fewer workgroups than that
+    (a small problem that leaves multiprocessors idle).
     """
 
     dispatch: str
@@ -45,6 +47,7 @@ class ConfigEdit:
     prefetch_stages: int | None = None
     subgroups: int | None = None
     promote_operands: tuple[int, ...] | None = None
+    below_workgroups: int | None = None
 
 
 def _replace(
@@ -118,6 +121,26 @@ def export_name(configured: str) -> str:
     return found.group(1)
 
 
+def workgroup_count(name: str, configured: str) -> float:
+    """How many workgroups IREE's tiles launch: the export name carries the root op's loop ranges (matmul_MxNxK),
+    its `lowering_config` one workgroup tile per loop (0: not tiled; reduction loops, which have a reduction
+    tile, are not distributed). Infinite where they don't line up."""
+    ranges = re.search(r"_(\d+(?:x\d+)+)(?:_|$)", name)
+    root = re.search(r"lowering_config<\{([^}]*?\bworkgroup = [^}]*)\}", configured)
+    if ranges is None or root is None:
+        return math.inf
+    sizes = [int(r) for r in ranges.group(1).split("x")]
+    lists = {
+        key: [int(t) for t in found.split(",")] for key, found in re.findall(r"\b(\w+) = \[([\d, ]+)\]", root.group(1))
+    }
+    tiles, reduction = lists["workgroup"], lists.get("reduction", [0] * len(sizes))
+    if not len(sizes) == len(tiles) == len(reduction):
+        return math.inf
+    return math.prod(
+        -(-size // tile) for size, tile, step in zip(sizes, tiles, reduction, strict=True) if tile and not step
+    )
+
+
 def substitution_flags(
     dumped: Path, edits: tuple[ConfigEdit, ...], out: Path, *, strict: bool = True
 ) -> tuple[str, ...]:
@@ -136,6 +159,8 @@ def substitution_flags(
         name = export_name(configured)
         for index, edit in enumerate(edits):
             if not re.search(edit.dispatch, name) or not re.search(edit.requires, configured):
+                continue
+            if edit.below_workgroups is not None and workgroup_count(name, configured) >= edit.below_workgroups:
                 continue
             try:
                 edited = apply_edit(configured, edit)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 import effc
-from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, apply_edit, export_name, substitution_flags
+from effc.compiler.dispatch_configs import (
+    DUMP_FLAG,
+    ConfigEdit,
+    apply_edit,
+    export_name,
+    substitution_flags,
+    workgroup_count,
+)
 from effc.compiler.errors import EffcError
 
 
@@ -141,3 +149,31 @@ def test_promote_edit_leaves_a_configuration_that_already_promotes(dumped: tuple
     configured = next(dumped[0].glob("configured_*.mlir")).read_text()
     with pytest.raises(EffcError, match=r"^cannot edit the dispatch configuration: it already promotes operands"):
         apply_edit(configured, ConfigEdit("attention", promote_operands=(0, 1)))
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "tile", "workgroups"), [(128, 256, "[16, 32, 1]", 8 * 8), (2048, 512, "[32, 128, 1]", 64 * 4)]
+)
+def test_dash_o_tiles_f32_matmuls_by_how_many_workgroups_iree_would_launch(
+    tmp_path: Path, rows: int, cols: int, tile: str, workgroups: int
+) -> None:
+    """IREE's f32 tiles (32x128, 1x16 outputs per thread) launch 8 workgroups for a 128x256 product, which leaves
+    most of 132 SMs idle: `-O` gives it 16x32 tiles (1x2 per thread). A 2048x512 product (256 workgroups) keeps
+    IREE's tiles, 4x4 per thread (bench/perf/NOTES.md, H100 runs 8-10)."""
+    from effc.compiler.optimize import best_known
+
+    x, weight = torch.randn(rows, 256), torch.randn(cols, 256)
+    compiled = effc.compile(_LinearNoBias(), (x, weight), target="cuda", save_temps=tmp_path, **best_known("cuda"))
+    assert compiled.notes[-1] == "kernel configuration changed for 1 dispatch (dispatch_edits)"
+    (original,) = (tmp_path / "dispatch-configs" / "iree").glob("configured_*.mlir")
+    (edited,) = (tmp_path / "dispatch-configs" / "edited").glob("configured_*.mlir")
+    assert "thread = [1, 16, 0], workgroup = [32, 128, 1]" in original.read_text()
+    lowering = "thread = [1, 2, 0]" if rows == 128 else "thread = [4, 4, 0]"
+    assert f"{lowering}, workgroup = {tile}" in edited.read_text()
+    assert workgroup_count(export_name(edited.read_text()), edited.read_text()) == workgroups
+
+
+def test_workgroup_count_skips_reduction_loops_and_untiled_ones() -> None:
+    configured = "lowering_config<{reduction = [0, 0, 4], thread = [1, 4, 0], workgroup = [1, 128, 0]}>"
+    assert workgroup_count("main$async_dispatch_4_horizontal_multi_contract_128x384x384_f32", configured) == 128 * 3
+    assert workgroup_count("main$async_dispatch_3_elementwise_128_i64xi1", configured) == math.inf
