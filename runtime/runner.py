@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,6 @@ class BenchmarkResult:
 
     median_s: float  # per call
     runs_s: tuple[float, ...]
-    # With --dispatch_statistics=true: each dispatch function's time per call (median over repetitions).
-    dispatch_s: dict[str, float] = field(default_factory=dict)
 
 
 def benchmark_vmfb(
@@ -110,8 +108,8 @@ def benchmark_vmfb(
 ) -> BenchmarkResult:
     """Median wall time per call over `repetitions` runs of iree-benchmark-module.
 
-    `runtime_flags` go to iree-benchmark-module as they are (driver options such as `--cuda_use_streams=false`,
-    or `--dispatch_statistics=true`, which fills `dispatch_s`).
+    `runtime_flags` go to iree-benchmark-module last, as they are: driver options such as
+    `--cuda_use_streams=false` (per-dispatch times are `effc profile`'s job: `effc.passes.dispatch_profile`).
     """
     from iree.runtime.benchmark import benchmark_exe
 
@@ -141,14 +139,8 @@ def benchmark_vmfb(
                 f"iree-benchmark-module failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
             )
         rows = json.loads(out.read_text())["benchmarks"]
-    whole = f"BM_{function}/process_time/real_time"
-    runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration" and row["name"] == whole)
-    per_dispatch: dict[str, list[float]] = {}
-    for row in rows:
-        if row.get("run_type") == "iteration" and row["name"] != whole:
-            per_dispatch.setdefault(str(row["name"]).removeprefix(f"BM_{function}/"), []).append(_seconds(row))
-    dispatch_s = {name: statistics.median(times) for name, times in per_dispatch.items()}
-    return BenchmarkResult(statistics.median(runs), runs, dispatch_s)
+    runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration")
+    return BenchmarkResult(statistics.median(runs), runs)
 
 
 def _seconds(row: dict[str, float | str]) -> float:

@@ -66,16 +66,14 @@ def test_save_writes_a_loadable_module(tmp_path: Path) -> None:
     np.testing.assert_allclose(out, compiled.run()[0], rtol=0, atol=0)
 
 
-def test_benchmark_reports_time_per_dispatch_when_asked(tmp_path: Path) -> None:
+def test_benchmark_passes_runtime_flags_last(tmp_path: Path) -> None:
+    """Driver options reach iree-benchmark-module after effc's own flags, so a caller's value wins."""
     from effc.runtime.runner import benchmark_vmfb
 
     model, inputs = model_zoo.mlp()
     path = effc.compile(model, inputs).save(tmp_path / "mlp.vmfb")
-    plain = benchmark_vmfb(path, [inputs[0].numpy()], repetitions=2)
-    stats = benchmark_vmfb(path, [inputs[0].numpy()], repetitions=2, runtime_flags=("--dispatch_statistics=true",))
-    assert plain.dispatch_s == {} and len(stats.runs_s) == 2
-    assert stats.dispatch_s and all(name.startswith("main$async_dispatch_") for name in stats.dispatch_s)
-    assert 0 < sum(stats.dispatch_s.values()) < 10 * stats.median_s
+    result = benchmark_vmfb(path, [inputs[0].numpy()], repetitions=2, runtime_flags=("--benchmark_repetitions=3",))
+    assert len(result.runs_s) == 3 and result.median_s > 0
 
 
 class _Attention(torch.nn.Module):

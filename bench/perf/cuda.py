@@ -4,6 +4,7 @@ Two halves, because the GPU machine has torch and CUDA but no IREE compiler, and
 
     python -m effc.bench.perf.cuda prepare --pack bench/perf/cuda-pack          # host: compile
     python -m effc.bench.perf.cuda measure --pack bench/perf/cuda-pack --out DIR  # GPU: time and check
+    python -m effc.bench.perf.cuda profile --pack bench/perf/cuda-pack --out DIR  # GPU: call vs kernels (ncu)
 
 `prepare` compiles each workload with external weights (`compile_model(parameters=...)`) and keeps a
 splat parameter archive of a few KB (all zeros) instead of the weights, so a 135M-parameter decoder
@@ -12,7 +13,8 @@ The attention block also keeps its real weights, so `measure` can check IREE's C
 torch on the GPU. `measure` builds the same architectures in torch on the GPU (random weights, same
 precision), times torch eager with CUDA events and IREE with iree-benchmark-module (median of
 repetitions, warm-up excluded), reads NVML energy per call for both, and writes cuda-<card>.json/.md
-with the card's name.
+with the card's name. `profile` says where a call's time goes: its kernels (Nsight Compute) against the
+rest, for IREE and torch eager, and IREE's CUDA driver options; it writes cuda-profile-<card>.json/.md.
 """
 
 from __future__ import annotations
@@ -558,9 +560,9 @@ def profile(pack: Path, out: Path, only: str | None, repetitions: int, tag: str)
     """Where a module call's time goes on this GPU, against torch eager's kernels for the same workload.
 
     Per module: its time under each of RUNTIME_VARIANTS (and with its real weights, where the pack has them),
-    IREE's per-dispatch statistics (not implemented by IREE 3.13's CUDA driver: the row says so), and, where
-    Nsight Compute is installed, the duration of every kernel of one warm call (`ncu --clock-control none`: the
-    card's own clocks), for IREE and for torch eager.
+    and, where Nsight Compute is installed, the duration of every kernel of one warm call (`ncu --clock-control
+    none`: the card's own clocks), for IREE and for torch eager. (IREE 3.13's own per-dispatch statistics and HAL
+    profiling are not implemented by its CUDA driver: "CUDA HAL-native profiling is not implemented", run 8.)
     """
     from effc.runtime.runner import benchmark_vmfb
 
@@ -588,11 +590,6 @@ def profile(pack: Path, out: Path, only: str | None, repetitions: int, tag: str)
                 )
             except Exception as err:  # a driver option this runtime lacks is a result too
                 row["call_ms"][name] = str(err)[:200]
-        try:
-            stats = bench(parameters=pack / entry.splat, runtime_flags=("--dispatch_statistics=true", PROFILE_MIN_TIME))
-            row["dispatch_us"] = {name: t * 1e6 for name, t in sorted(stats.dispatch_s.items(), key=lambda kv: -kv[1])}
-        except Exception as err:
-            row["dispatch_us"] = str(err)[:200]
         base = (entry.workload, entry.precision)
         if base not in eager_cache:
             module = build_torch(entry.workload, entry.precision, manifest["configs"]).cuda()
@@ -629,26 +626,60 @@ def profile(pack: Path, out: Path, only: str | None, repetitions: int, tag: str)
     }
     stem = "cuda-profile-" + slug(report["card"]) + (f"-{tag}" if tag else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    for row in rows:
-        print(
-            json.dumps(
-                _profile_summary(row)
-                | {
-                    "top_dispatches_us": dict(list(row["dispatch_us"].items())[:6])
-                    if isinstance(row["dispatch_us"], dict)
-                    else row["dispatch_us"]
-                }
-            )
-        )
+    (out / f"{stem}.md").write_text(profile_markdown(report))
+    print(profile_markdown(report))
     return report
+
+
+def profile_markdown(report: dict[str, Any]) -> str:
+    """The profile as tables: a call against its kernels, the driver options, and each module's heaviest kernels."""
+    rows = report["rows"]
+    lines = [
+        f"# Where a module call's time goes on {report['card']} ({report['measured']})",
+        "",
+        f"IREE runtime {report['iree_runtime']}, torch {report['torch']}. Call times: iree-benchmark-module "
+        "(median) and torch eager with CUDA events (calls queued back to back). Kernel times: every kernel of one "
+        "warm call, from Nsight Compute with the card's own clocks (`--clock-control none`). A call's time beyond "
+        "its kernels is the runtime's: launches, allocation, the wait for completion.",
+        "",
+        "| module | IREE call ms | IREE kernels | IREE kernel ms | torch eager call ms | eager kernels | "
+        "eager kernel ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        summary = _profile_summary(row)
+        call = row["call_ms"].get("default-splat")
+        lines.append(
+            f"| {row['key']} | {call:.3f} | {summary.get('iree_kernels', '')} | "
+            f"{summary.get('iree_kernel_sum_us', 0) / 1e3:.3f} | {row['eager_ms']:.3f} | "
+            f"{summary.get('eager_kernels', '')} | {summary.get('eager_kernel_sum_us', 0) / 1e3:.3f} |"
+        )
+    variants = list(dict.fromkeys(name for row in rows for name in row["call_ms"]))
+    lines += ["", "IREE's CUDA driver options (RUNTIME_VARIANTS), ms per call (-real: the module's real weights):", ""]
+    lines += ["| module | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+    for row in rows:
+        times = [row["call_ms"].get(name, "") for name in variants]
+        cells = [f"{t:.3f}" if isinstance(t, float) else t and f"failed: {t[:60]}" for t in times]
+        lines.append(f"| {row['key']} | " + " | ".join(cells) + " |")
+    for row in rows:
+        lines += ["", f"## {row['key']}: heaviest kernels, us per call (count)", ""]
+        for side in ("iree", "eager"):
+            kernels = row.get(f"{side}_kernels_us")
+            if not isinstance(kernels, list):
+                lines.append(f"- {side}: {kernels}")
+                continue
+            totals: dict[str, list[float]] = {}
+            for name, us in kernels:
+                totals.setdefault(name[:90], []).append(us)
+            heaviest = sorted(totals.items(), key=lambda kv: -sum(kv[1]))[:6]
+            lines.append(f"- {side}: " + "; ".join(f"`{n}` {sum(t):.1f} ({len(t)})" for n, t in heaviest))
+    return "\n".join(lines) + "\n"
 
 
 def _profile_summary(row: dict[str, Any]) -> dict[str, Any]:
     """One line per module: call times by variant, and kernel time per call (sums) for IREE and eager."""
     summary = {"key": row["key"], "eager_ms": round(row["eager_ms"], 4)}
     summary |= {name: round(ms, 4) if isinstance(ms, float) else ms for name, ms in row["call_ms"].items()}
-    if isinstance(row.get("dispatch_us"), dict):
-        summary["dispatch_sum_us"] = round(sum(row["dispatch_us"].values()), 1)
     for side in ("iree", "eager"):
         kernels = row.get(f"{side}_kernels_us")
         if isinstance(kernels, list):
