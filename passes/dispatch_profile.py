@@ -176,7 +176,16 @@ def hal_profile(
             f"--device_profiling_mode={mode}",
             f"--device_profiling_output={bundle}",
         ]
-        _run(command, timeout_s, "iree-benchmark-module")
+        try:
+            _run(command, timeout_s, "iree-benchmark-module")
+        except EffcError as err:
+            if "profiling is not implemented" not in str(err):
+                raise
+            # IREE 3.13's CUDA driver (seen on an H100, bench/perf/NOTES.md): no HAL profiling at all.
+            raise EffcError(
+                f"this IREE runtime cannot time dispatches on '{device}' ({str(err).split('; ')[-1]}); profile on "
+                "llvm-cpu, or time the kernels with Nsight Compute (python -m effc.bench.perf.cuda profile)"
+            ) from None
         runs = [b for b in json.loads(result.read_text())["benchmarks"] if b.get("run_type") != "aggregate"]
         iterations = sum(int(b["iterations"]) for b in runs)
         wall = sum(_seconds(b["real_time"], b["time_unit"]) * int(b["iterations"]) for b in runs) / iterations

@@ -238,3 +238,26 @@ def test_effc_profile_command_maps_dispatches_to_op_classes(effc_cli: Callable[.
     assert measured["convolution"] > 0 and measured["linear"] > 0
     assert "time per op class" in result.out
     assert "<svg" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_a_runtime_without_hal_profiling_is_a_one_line_error_with_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IREE 3.13's CUDA driver refuses HAL profiling (the message below is what an H100 printed, NOTES.md)."""
+    import numpy as np
+
+    from effc.passes import dispatch_profile
+
+    def refuse(command: list[str], timeout_s: float, tool: str) -> str:
+        raise EffcError(
+            f"{tool} failed (exit 1): c/runtime/src/iree/hal/drivers/cuda/cuda_device.c:1214: UNIMPLEMENTED; "
+            "CUDA HAL-native profiling is not implemented"
+        )
+
+    monkeypatch.setattr(dispatch_profile, "_run", refuse)
+    with pytest.raises(EffcError) as caught:
+        dispatch_profile.hal_profile(tmp_path / "m.vmfb", [np.zeros(2, np.float32)], device="cuda", calls=2)
+    assert str(caught.value) == (
+        "this IREE runtime cannot time dispatches on 'cuda' (CUDA HAL-native profiling is not implemented); "
+        "profile on llvm-cpu, or time the kernels with Nsight Compute (python -m effc.bench.perf.cuda profile)"
+    )
