@@ -32,6 +32,12 @@ def _hoist_softmax_guard() -> type[ModulePass]:
     return HoistSoftmaxGuardPass
 
 
+def _narrow_softmax() -> type[ModulePass]:
+    from effc.passes.narrow_softmax import NarrowSoftmaxPass
+
+    return NarrowSoftmaxPass
+
+
 def _profile() -> type[ModulePass]:
     from effc.passes.profile import ProfilePass
 
@@ -68,6 +74,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-chai": _chai,
     "effc-hoist-softmax-guard": _hoist_softmax_guard,
     "effc-lower-to-linalg": _lower_to_linalg,
+    "effc-narrow-softmax": _narrow_softmax,
     "effc-profile": _profile,
     "effc-raise-attention": _raise_attention,
     "effc-read-taps": _read_taps,

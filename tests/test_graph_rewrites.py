@@ -79,3 +79,18 @@ def test_optimize_adds_its_pass_to_the_users_from_the_cli(effc_cli: EffcCli, tmp
     # Both passes ran: the user's left the guarded chains alone, -O's hoisted every guard (order: test_pipeline).
     assert re.search(r'effc.raise_attention = "0/(\d+) [^"]*safe-softmax guard[^"]*\(\1\)"', text)
     assert re.search(r'effc.hoist_softmax_guard = "(\d+)/\1 safe-softmax guards tested on the mask"', text)
+
+
+def test_narrow_softmax_keeps_an_f16_attention_in_f16_for_iree_cuda() -> None:
+    """The f16 attention block, decomposed: torch's upcast of q, k, v to f32 is gone, and IREE compiles the
+    narrowed module for CUDA (llvm-cpu cannot link its f16 row max in IREE 3.13: the pass is for GPUs)."""
+    torch.manual_seed(0)
+    model, x = AttentionBlock(dim=64, heads=4).eval().half(), torch.randn(2, 16, 64).half()
+    compiled = compile_model(
+        model, (x,), target="cuda", attention="decomposed", pipeline="builtin.module(effc-narrow-softmax)"
+    )
+    assert 'effc.narrow_softmax = "1/1 f32 regions narrowed"' in compiled.mlir
+    # q·kᵀ and p·v (two [8,16,16] bmm, 8 = batch x heads) and the softmax in f16.
+    assert _results(compiled.mlir, "torch.aten.bmm").count("!torch.vtensor<[8,16,16],f16>") == 2
+    assert _results(compiled.mlir, "torch.aten.exp") == ["!torch.vtensor<[2,4,16,16],f16>"]
+    assert compiled.vmfb

@@ -272,6 +272,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     o_hfuse = (*o_flags, TRIAL_FLAGS["hfuse"])  # today's `-O` on CUDA
     medium = (TRIAL_FLAGS["hfuse"], *MEDIUM_PRECISION["cuda"])  # `-O --matmul-precision medium` (O3 dropped)
     plan = f"builtin.module(effc-chai{{plan={plan_path}}})"
+    narrow = "builtin.module(effc-narrow-softmax)"
     # (workload, precision, config name, attention form, pipeline, iree flags, keep real weights).
     # CHAI's decode step runs in f32 with attention decomposed: IREE 3.13's CUDA codegen rejects its fused
     # form (sdpa whose V is wider than Q/K: "failed to distribute") and -O's O3 (a vector.transfer_write
@@ -372,6 +373,11 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             )
         ],
         ("attention-block", "f32", "O-f32", "decomposed", None, o_hfuse, True),
+        # Eighth round (not yet run on a GPU): effc-narrow-softmax, which keeps a decomposed f16 attention in f16
+        # instead of torch's upcast to f32 (the decode step converted its K and V caches to f32 every step).
+        ("attention-block", "f16", "O-decomposed", "decomposed", None, o_hfuse, True),
+        ("attention-block", "f16", "O-decomposed-narrow", "decomposed", narrow, o_hfuse, True),
+        ("smollm2-decode", "f16", "O-narrow", "decomposed", narrow, (TRIAL_FLAGS["hfuse"],), False),
         *[
             ("attention-block", "f32", "O-f32-" + "+".join(names), "decomposed", None, o_hfuse, True, names)
             for names in (("mm-promote",), ("mm-promote-4x4", "mm-promote"), ("mm-4x4",))
