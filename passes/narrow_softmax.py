@@ -15,8 +15,9 @@ narrowed f16 row max ("undefined symbol: fmaxf"): the pass is for cuda.
 A site is each cast from f32 to a narrow type whose input is computed, through the ops in `_RETYPED`, only from
 upcasts of that same type, narrow tensors, splat f32 literals and constants, and whose f32 values are used
 nowhere else. Sites left as they are, counted by reason in the module attribute `effc.narrow_softmax`: another
-op in the region, an f32 input from outside it (a function argument, another upcast type), an f32 value used
-outside it, a non-splat f32 literal.
+op in the region, an op that names its result type (a softmax or sum with `dtype=torch.float32`), an f32 input
+from outside it (a function argument, another upcast type), an f32 value used outside it, a non-splat f32
+literal.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch_mlir import ir
 
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
-from effc.passes.chai_narrow import Builder, TensorType, producer, tensor_type
+from effc.passes.chai_narrow import Builder, TensorType, constant_bool, is_none, producer, tensor_type
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.narrow_softmax"
@@ -112,6 +113,17 @@ def _f32_cone(sink: ir.Operation) -> list[ir.Operation]:
     return cone
 
 
+def _names_no_dtype(op: ir.Operation) -> bool:
+    """Ops that can name their result type (sum's and softmax's `dtype`, _softmax's half_to_float) don't here."""
+    if op.name == "torch.aten.sum.dim_IntList":
+        return is_none(op.operands[3])
+    if op.name == "torch.aten.softmax.int":
+        return is_none(op.operands[2])
+    if op.name == "torch.aten._softmax":
+        return constant_bool(op.operands[2]) is False
+    return True
+
+
 def _is_attention(sink: ir.Operation) -> bool:
     """Does a softmax feed `sink` (and not only, say, an RMSNorm computed in f32)?"""
     return any(op.name in _SOFTMAX for op in _f32_cone(sink))
@@ -128,6 +140,8 @@ def _region(sink: ir.Operation) -> _Region:
                 raise Skip("f32 literal that is not a splat")
             region.literals.append(op)
         elif op.name in _RETYPED:
+            if not _names_no_dtype(op):
+                raise Skip(f"{op.name} with an explicit result type")
             region.ops.append(op)
             if any(producer(v) is None and _is_f32(v) for v in op.operands):
                 raise Skip("f32 input from outside the attention")

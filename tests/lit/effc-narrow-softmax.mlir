@@ -77,9 +77,10 @@ func.func @decode_attention(%q: !torch.vtensor<[1,2,1,4],f16>, %k: !torch.vtenso
 // -----
 
 // Left as they are: a softmax whose f32 probabilities are also returned (used outside the attention), one whose
-// scores come in as f32 (a function argument), and one behind an op the pass does not retype (tanh capping).
+// scores come in as f32 (a function argument), one behind an op the pass does not retype (tanh capping), and
+// one that computes in f32 by its own flag (_softmax's half_to_float).
 // The f32 RMSNorm-like cast feeds no softmax: not a site, so not counted.
-// CHECK:       module attributes {effc.narrow_softmax = "0/3 f32 regions narrowed; left: f32 input from outside the attention (1), f32 value used outside the attention (1), torch.aten.tanh in the attention (1)"}
+// CHECK:       module attributes {effc.narrow_softmax = "0/4 f32 regions narrowed; left: f32 input from outside the attention (1), f32 value used outside the attention (1), torch.aten._softmax with an explicit result type (1), torch.aten.tanh in the attention (1)"}
 // CHECK-LABEL: func.func @probabilities_escape(
 // CHECK:         torch.aten.to.dtype %{{.*}} -> !torch.vtensor<[2,3],f32>
 // CHECK:         torch.aten._softmax {{.*}} -> !torch.vtensor<[2,3],f32>
@@ -118,6 +119,19 @@ func.func @capped_scores(%x: !torch.vtensor<[2,3],f16>) -> !torch.vtensor<[2,3],
   %x32 = torch.aten.to.dtype %x, %int6, %false, %false, %none : !torch.vtensor<[2,3],f16>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[2,3],f32>
   %t = torch.aten.tanh %x32 : !torch.vtensor<[2,3],f32> -> !torch.vtensor<[2,3],f32>
   %p = torch.aten._softmax %t, %int-1, %false : !torch.vtensor<[2,3],f32>, !torch.int, !torch.bool -> !torch.vtensor<[2,3],f32>
+  %out = torch.aten.to.dtype %p, %int5, %false, %false, %none : !torch.vtensor<[2,3],f32>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[2,3],f16>
+  return %out : !torch.vtensor<[2,3],f16>
+}
+
+// CHECK-LABEL: func.func @half_to_float(
+// CHECK:         torch.aten._softmax {{.*}} -> !torch.vtensor<[2,3],f32>
+func.func @half_to_float(%x: !torch.vtensor<[2,3],f16>) -> !torch.vtensor<[2,3],f16> {
+  %int5 = torch.constant.int 5
+  %int-1 = torch.constant.int -1
+  %true = torch.constant.bool true
+  %false = torch.constant.bool false
+  %none = torch.constant.none
+  %p = torch.aten._softmax %x, %int-1, %true : !torch.vtensor<[2,3],f16>, !torch.int, !torch.bool -> !torch.vtensor<[2,3],f32>
   %out = torch.aten.to.dtype %p, %int5, %false, %false, %none : !torch.vtensor<[2,3],f32>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[2,3],f16>
   return %out : !torch.vtensor<[2,3],f16>
 }
