@@ -22,6 +22,8 @@ from effc.compiler.errors import EffcError
 
 DUMP_FLAG = "--iree-hal-dump-executable-configurations-to"
 SUBSTITUTE_FLAG = "--iree-hal-substitute-executable-configuration"
+# The root op's lowering_config: the one with workgroup tiles (an attention's nested ones carry only MMA layouts).
+_ROOT_CONFIG = re.compile(r"lowering_config<\{([^}]*?\bworkgroup = [^}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def apply_edit(configured: str, edit: ConfigEdit) -> str:
             key,
         )
     if edit.promote_operands is not None:
-        root = re.search(r"lowering_config<\{([^}]*?\bworkgroup = [^}]*)\}", text)  # the config with tile sizes
+        root = _ROOT_CONFIG.search(text)
         if root is not None and "promote_operands" in root.group(1):
             raise EffcError("cannot edit the dispatch configuration: it already promotes operands (left as IREE chose)")
         promoted = f"promote_operands = [{', '.join(map(str, edit.promote_operands))}], "
@@ -126,7 +128,7 @@ def workgroup_count(name: str, configured: str) -> float:
     its `lowering_config` one workgroup tile per loop (0: not tiled; reduction loops, which have a reduction
     tile, are not distributed). Infinite where they don't line up."""
     ranges = re.search(r"_(\d+(?:x\d+)+)(?:_|$)", name)
-    root = re.search(r"lowering_config<\{([^}]*?\bworkgroup = [^}]*)\}", configured)
+    root = _ROOT_CONFIG.search(configured)
     if ranges is None or root is None:
         return math.inf
     sizes = [int(r) for r in ranges.group(1).split("x")]
