@@ -261,3 +261,18 @@ def test_a_runtime_without_hal_profiling_is_a_one_line_error_with_advice(
         "this IREE runtime cannot time dispatches on 'cuda' (CUDA HAL-native profiling is not implemented); "
         "profile on llvm-cpu, or time the kernels with Nsight Compute (python -m effc.bench.perf.cuda profile)"
     )
+
+
+def test_cuda_profile_table_keeps_columns_when_a_module_lacks_a_variant() -> None:
+    """H100 run 9's profile: only the attention block has real weights, so MiniLM's row has no 'default-real'
+    cell; its other cells must still sit under their own columns."""
+    from effc.bench.perf.cuda import RESULTS, profile_markdown
+
+    report = json.loads((RESULTS / "cuda-profile-nvidia-h100-80gb-hbm3-run9.json").read_text())
+    lines = profile_markdown(report).splitlines()
+    header = next(line for line in lines if line.startswith("| module | default-splat"))
+    assert header == "| module | default-splat | default-real | graphs-splat | inline-splat | sync-alloc-splat |"
+    minilm = next(line for line in lines if line.startswith("| minilm-f32--O | 3.100 |") and "failed" in line)
+    cells = [cell.strip() for cell in minilm.strip("|").split("|")]
+    assert cells[2] == "" and cells[3].startswith("failed: ") and cells[4:] == ["3.089", "3.366"]
+    assert "| attention-block-f16--O | 0.255 | 3 | 0.160 | 0.085 | 3 | 0.050 |" in lines

@@ -38,7 +38,7 @@ import torch
 
 from effc.bench.perf import slug
 from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, substitution_flags
-from effc.compiler.optimize import SIXTEEN_WIDE
+from effc.compiler.optimize import f32_matmul_tiles
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"f32": torch.float32, "f16": torch.float16}
@@ -99,30 +99,18 @@ COMBINATION_PARTS: dict[str, ConfigEdit] = {
 F32_TUNING: dict[str, ConfigEdit] = {
     "mc-promote": ConfigEdit("multi_contract", promote_operands=(0, 1, 2, 3), requires="pipeline<TileAndFuse>"),
     "mm-promote": ConfigEdit("matmul", promote_operands=(0, 1), requires="pipeline<TileAndFuse>"),
-    "mm-4x4": ConfigEdit("matmul", {"thread": {-3: 4, -2: 4}}, requires=SIXTEEN_WIDE),
-    "mm-promote-4x4": ConfigEdit("matmul", {"thread": {-3: 4, -2: 4}}, requires=SIXTEEN_WIDE, promote_operands=(0, 1)),
+    "mm-4x4": f32_matmul_tiles((4, 4)),
+    "mm-promote-4x4": f32_matmul_tiles((4, 4), promote_operands=(0, 1)),
     # Run 9: more workgroups (IREE's 32x128 tiles give a 128x384 matmul 12 workgroups on 132 SMs), and the fused
     # QKV projection (1x128 tiles, 32 threads with 1x4 outputs each) in 16x32 tiles, 4x4 per thread.
-    "mm-32x32-1x4": ConfigEdit(
-        "matmul", {"workgroup": {-3: 32, -2: 32}, "thread": {-3: 1, -2: 4}}, requires=SIXTEEN_WIDE
-    ),
-    "mm-16x64-1x4": ConfigEdit(
-        "matmul", {"workgroup": {-3: 16, -2: 64}, "thread": {-3: 1, -2: 4}}, requires=SIXTEEN_WIDE
-    ),
-    "mm-16x32-1x2": ConfigEdit(
-        "matmul", {"workgroup": {-3: 16, -2: 32}, "thread": {-3: 1, -2: 2}}, requires=SIXTEEN_WIDE
-    ),
+    "mm-32x32-1x4": f32_matmul_tiles((1, 4), (32, 32)),
+    "mm-16x64-1x4": f32_matmul_tiles((1, 4), (16, 64)),
+    "mm-16x32-1x2": f32_matmul_tiles((1, 2), (16, 32)),
     "mc-16x32-4x4": ConfigEdit("multi_contract", {"workgroup": {-3: 16, -2: 32}, "thread": {-3: 4, -2: 4}}),
     # Run 10: one or two outputs per thread in smaller tiles still (run 9's best was 16x32 with 1x2).
-    "mm-16x16-1x1": ConfigEdit(
-        "matmul", {"workgroup": {-3: 16, -2: 16}, "thread": {-3: 1, -2: 1}}, requires=SIXTEEN_WIDE
-    ),
-    "mm-8x32-1x1": ConfigEdit(
-        "matmul", {"workgroup": {-3: 8, -2: 32}, "thread": {-3: 1, -2: 1}}, requires=SIXTEEN_WIDE
-    ),
-    "mm-32x32-2x2": ConfigEdit(
-        "matmul", {"workgroup": {-3: 32, -2: 32}, "thread": {-3: 2, -2: 2}}, requires=SIXTEEN_WIDE
-    ),
+    "mm-16x16-1x1": f32_matmul_tiles((1, 1), (16, 16)),
+    "mm-8x32-1x1": f32_matmul_tiles((1, 1), (8, 32)),
+    "mm-32x32-2x2": f32_matmul_tiles((2, 2), (32, 32)),
 }
 KERNEL_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS | F32_TUNING
 # Options of IREE's CUDA driver tried per call by `profile` (no recompile): what a module call costs beside its
