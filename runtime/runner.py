@@ -143,6 +143,64 @@ def benchmark_vmfb(
     return BenchmarkResult(statistics.median(runs), runs)
 
 
+def pipelined_benchmark(
+    vmfb_path: Path,
+    inputs: Sequence[np.ndarray],
+    *,
+    device: str = "local-task",
+    function: str = "main",
+    parameters: Path | None = None,
+    depth: int = 16,
+    repetitions: int = 10,
+) -> tuple[BenchmarkResult, list[np.ndarray]]:
+    """Time per call of `depth` calls chained on device fences, with one host wait per batch.
+
+    A synchronous call waits for its results before the next one starts; torch eager queues calls back to back.
+    Modules imported from torch export `FUNCTION$async`, which takes a wait and a signal fence: call i waits on
+    call i-1's fence on the device. (iree-benchmark-module cannot chain them: that export lacks the
+    `iree.abi.model` attribute it looks for.) Returns the timing and the last call's outputs.
+    """
+    import time
+
+    import iree.runtime as rt
+
+    context = load_vmfb(vmfb_path, device=device, parameters=parameters)
+    hal_device = context.config.device
+    vm_function = context.modules.module.vm_module.lookup_function(f"{function}$async")
+    if vm_function is None:
+        raise EffcError(f"the module has no '{function}$async' export; compile it with IREE's default execution model")
+    on_device = [rt.asdevicearray(hal_device, a) for a in inputs]
+    _chained_calls(context, vm_function, on_device, depth)  # warm-up
+    runs = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        last = _chained_calls(context, vm_function, on_device, depth)
+        runs.append((time.perf_counter() - start) / depth)
+    outputs = [
+        np.array(rt.DeviceArray(hal_device, last.get_as_object(i, rt.HalBufferView)).to_host())
+        for i in range(last.size)
+    ]
+    del last, on_device, vm_function, hal_device, context  # runtime objects before interpreter exit
+    return BenchmarkResult(statistics.median(runs), tuple(runs)), outputs
+
+
+def _chained_calls(context: Any, vm_function: Any, on_device: list[Any], depth: int) -> Any:
+    """Invoke an `$async` export `depth` times, each call waiting on the previous one's fence; wait for the last."""
+    import iree.runtime as rt
+
+    semaphore = context.config.device.create_semaphore(0)
+    for call in range(depth):
+        arguments = rt.VmVariantList(len(on_device) + 2)
+        for array in on_device:
+            arguments.push_ref(array._buffer_view)
+        arguments.push_ref(rt.HalFence.create_at(semaphore, call))
+        arguments.push_ref(rt.HalFence.create_at(semaphore, call + 1))
+        results = rt.VmVariantList(1)
+        context.vm_context.invoke(vm_function, arguments, results)
+    rt.HalFence.create_at(semaphore, depth).wait()
+    return results
+
+
 def _seconds(row: dict[str, float | str]) -> float:
     scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[str(row.get("time_unit", "ns"))]
     return float(row["real_time"]) * scale

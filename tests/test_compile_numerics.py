@@ -76,6 +76,19 @@ def test_benchmark_passes_runtime_flags_last(tmp_path: Path) -> None:
     assert len(result.runs_s) == 3 and result.median_s > 0
 
 
+def test_pipelined_calls_match_a_synchronous_call(tmp_path: Path) -> None:
+    """Calls chained on device fences (`main$async`) give the synchronous call's outputs, and a time per call."""
+    from effc.runtime.runner import pipelined_benchmark, run_vmfb
+
+    model, inputs = model_zoo.mlp()
+    path = effc.compile(model, inputs).save(tmp_path / "mlp.vmfb")
+    result, outputs = pipelined_benchmark(path, [inputs[0].numpy()], depth=4, repetitions=3)
+    assert len(result.runs_s) == 3 and result.median_s > 0
+    np.testing.assert_array_equal(outputs[0], run_vmfb(path, [inputs[0].numpy()])[0])
+    with pytest.raises(EffcError, match=r"^the module has no 'forward\$async' export; compile it with IREE's"):
+        pipelined_benchmark(path, [inputs[0].numpy()], function="forward")
+
+
 class _Attention(torch.nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.scaled_dot_product_attention(q, k, v)

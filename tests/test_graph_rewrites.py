@@ -61,9 +61,30 @@ def test_hoist_softmax_guard_keeps_fully_masked_rows() -> None:
     compiled = compile_model(
         MaskedAttention(), (q, k, v, mask), attention="decomposed", pipeline="builtin.module(effc-hoist-softmax-guard)"
     )
-    assert 'effc.hoist_softmax_guard = "1/1 safe-softmax guards tested on the mask"' in compiled.mlir
+    assert (
+        'effc.hoist_softmax_guard = "1/1 safe-softmax guards tested on the mask or dropped (no mask)"' in compiled.mlir
+    )
     # The guard's reduction now runs over the [1,1,6,6] mask, not the [2,3,6,6] scores.
     assert _results(compiled.mlir, "torch.aten.all.dim") == ["!torch.vtensor<[1,1,6,1],i1>"]
+    assert max(compiled.compare()) < 1e-6
+
+
+class UnmaskedAttention(torch.nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def test_hoist_softmax_guard_drops_the_guard_of_unmasked_scores() -> None:
+    """No mask: the scores are q·kᵀ, never a row of -inf while finite, so the guard's reduction goes."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 6, 4) for _ in range(3))
+    compiled = compile_model(
+        UnmaskedAttention(), (q, k, v), attention="decomposed", pipeline="builtin.module(effc-hoist-softmax-guard)"
+    )
+    assert (
+        'effc.hoist_softmax_guard = "1/1 safe-softmax guards tested on the mask or dropped (no mask)"' in compiled.mlir
+    )
+    assert not _results(compiled.mlir, "torch.aten.all.dim") and not _results(compiled.mlir, "torch.aten.where.self")
     assert max(compiled.compare()) < 1e-6
 
 
@@ -78,7 +99,9 @@ def test_optimize_adds_its_pass_to_the_users_from_the_cli(effc_cli: EffcCli, tmp
     text = out.read_text()
     # Both passes ran: the user's left the guarded chains alone, -O's hoisted every guard (order: test_pipeline).
     assert re.search(r'effc.raise_attention = "0/(\d+) [^"]*safe-softmax guard[^"]*\(\1\)"', text)
-    assert re.search(r'effc.hoist_softmax_guard = "(\d+)/\1 safe-softmax guards tested on the mask"', text)
+    assert re.search(
+        r'effc.hoist_softmax_guard = "(\d+)/\1 safe-softmax guards tested on the mask or dropped \(no mask\)"', text
+    )
 
 
 def test_narrow_softmax_keeps_an_f16_attention_in_f16_for_iree_cuda() -> None:

@@ -11,8 +11,9 @@ splat parameter archive of a few KB (all zeros) instead of the weights, so a 135
 travels as a small module; GPU kernel times barely depend on weight values (see the results' note).
 The attention block also keeps its real weights, so `measure` can check IREE's CUDA numerics against
 torch on the GPU. `measure` builds the same architectures in torch on the GPU (random weights, same
-precision), times torch eager with CUDA events and IREE with iree-benchmark-module (median of
-repetitions, warm-up excluded), reads NVML energy per call for both, and writes cuda-<card>.json/.md
+precision), times torch eager with CUDA events (calls queued) and with a host wait after each call, and IREE
+with iree-benchmark-module (synchronous calls) and with calls chained on device fences (median of repetitions,
+warm-up excluded), reads NVML energy per call for both, and writes cuda-<card>.json/.md
 with the card's name. `profile` says where a call's time goes: its kernels (Nsight Compute) against the
 rest, for IREE and torch eager, and IREE's CUDA driver options; it writes cuda-profile-<card>.json/.md.
 """
@@ -29,6 +30,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,11 @@ RUNTIME_VARIANTS: dict[str, tuple[str, ...]] = {
     "sync-alloc": ("--cuda_async_allocations=false",),
 }
 PROFILE_MIN_TIME = "--benchmark_min_time=0.2s"  # per repetition: keeps a profile of a pack within minutes
+# torch eager's time is that of calls queued back to back; a synchronous IREE call also waits for its results
+# (~95 us per call on the H100, run 9). For like against like, `measure` also chains PIPELINE_DEPTH calls of each
+# module's asynchronous export on device fences (runner.pipelined_benchmark), and times torch eager with a host
+# wait after each call.
+PIPELINE_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     medium = (TRIAL_FLAGS["hfuse"], *MEDIUM_PRECISION["cuda"])  # `-O --matmul-precision medium` (O3 dropped)
     plan = f"builtin.module(effc-chai{{plan={plan_path}}})"
     narrow = "builtin.module(effc-narrow-softmax)"
+    hoist = "builtin.module(effc-hoist-softmax-guard)"
+    hoist_narrow = "builtin.module(effc-hoist-softmax-guard,effc-narrow-softmax)"
     # (workload, precision, config name, attention form, pipeline, iree flags, keep real weights).
     # CHAI's decode step runs in f32 with attention decomposed: IREE 3.13's CUDA codegen rejects its fused
     # form (sdpa whose V is wider than Q/K: "failed to distribute") and -O's O3 (a vector.transfer_write
@@ -370,6 +379,14 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             ("attention-block", "f32", "O-f32-" + "+".join(names), "decomposed", None, o_hfuse, True, names)
             for names in (("mm-promote",), ("mm-promote-4x4", "mm-promote"), ("mm-4x4",))
         ],
+        # Ninth round (H100 run 12 put the guard's reduction at 181 us of the narrowed block's 467): `-O` with
+        # effc-hoist-softmax-guard, which tests the guard on the mask, or drops it without one.
+        ("attention-block", "f32", "-O+hoist", "auto", hoist, (), True),
+        ("attention-block", "f16", "-O+decomposed+hoist+narrow", "decomposed", hoist_narrow, (), True),
+        ("minilm", "f32", "-O+hoist", "auto", hoist, (), False),
+        ("smollm2-decode", "f16", "-O+hoist", "auto", hoist, (), False),
+        ("smollm2-decode", "f16", "-O+hoist+narrow", "auto", hoist_narrow, (), False),
+        ("smollm2-decode", "f16", "-O+chai+hoist", "auto", plan[:-1] + ",effc-hoist-softmax-guard)", (), False),
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
@@ -383,6 +400,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         if only and not any(part in key for part in only.split(",")):
             if key in kept:
                 entries.append(Entry(**kept[key]))
+                if kept[key]["real_params"]:  # later modules of the same weights share it
+                    real_archives.setdefault((workload, precision), kept[key]["real_params"])
             continue
         if (workload, precision) not in built:
             module, inputs, model_config = _host_module(workload, precision)
@@ -393,8 +412,11 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         attempted.add(key)
         real = pack / f"{key}.real.irpa"
 
-        # "-O": exactly what `effc compile -O --target cuda` does today (the row's own options are not used).
-        options = best_known("cuda") if config == "-O" else {"attention": attention, "pipeline": pipeline}
+        # "-O...": what `effc compile -O --target cuda` does today, with the row's attention form (unless "auto")
+        # and pipeline (if any) instead of -O's.
+        options = {"attention": attention, "pipeline": pipeline}
+        if config.startswith("-O"):
+            options = best_known("cuda") | {k: v for k, v in options.items() if v not in (None, "auto")}
         flags = options.pop("iree_flags", flags)
         compile_cuda = functools.partial(compile_model, module, inputs, target="cuda", parameters=real, **options)
         try:
@@ -468,13 +490,26 @@ def _torch_eager_ms(module: torch.nn.Module, inputs: list[torch.Tensor], repeats
     return statistics.median(samples)
 
 
+def _torch_eager_sync_ms(module: torch.nn.Module, inputs: list[torch.Tensor], calls: int = 200) -> float:
+    """Median wall time of one eager call and the host's wait for its results: what a synchronous IREE call costs."""
+    samples = []
+    with torch.no_grad():
+        for _ in range(calls):
+            start = time.perf_counter()
+            module(*inputs)
+            torch.cuda.synchronize()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
+
+
 def _torch_side(module: torch.nn.Module, arrays: list[np.ndarray], meter: Any) -> dict[str, Any]:
-    """Eager time, the first output (for numerics) and, with a meter, NVML energy per call."""
+    """Eager time (queued and waited for), the first output (for numerics) and, with a meter, NVML energy per call."""
     from effc.runtime.energy import measure as measure_energy
 
     module = module.cuda()
     tensors = [torch.from_numpy(a).cuda() for a in arrays]
     side: dict[str, Any] = {"eager_ms": _torch_eager_ms(module, tensors)}
+    side["eager_sync_ms"] = _torch_eager_sync_ms(module, tensors, calls=max(20, min(200, int(2000 / side["eager_ms"]))))
     with torch.no_grad():
         first = module(*tensors)
         side["reference"] = (first[0] if isinstance(first, tuple) else first).float().cpu().numpy()
@@ -486,7 +521,7 @@ def _torch_side(module: torch.nn.Module, arrays: list[np.ndarray], meter: Any) -
 
 def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]:
     from effc.runtime.energy import MeterUnavailable, NvmlMeter
-    from effc.runtime.runner import benchmark_vmfb, relative_error, run_vmfb
+    from effc.runtime.runner import benchmark_vmfb, pipelined_benchmark, relative_error, run_vmfb
 
     manifest = json.loads((pack / "manifest.json").read_text())
     entries = pack_entries(manifest)
@@ -509,6 +544,18 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
             row["iree_ms"] = result.median_s * 1e3
         except Exception as err:  # one failing module must not lose the others' numbers
             row["iree_error"] = str(err)[:300]
+        try:
+            result, _ = pipelined_benchmark(
+                pack / entry.vmfb,
+                arrays,
+                device="cuda",
+                parameters=pack / entry.splat,
+                depth=PIPELINE_DEPTH,
+                repetitions=repetitions,
+            )
+            row["iree_pipelined_ms"] = result.median_s * 1e3
+        except Exception as err:
+            row["iree_pipelined_error"] = str(err)[:300]
         if base not in eager_cache:
             eager_cache[base] = _torch_side(
                 build_torch(entry.workload, entry.precision, manifest["configs"]),
@@ -518,12 +565,16 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
             torch.cuda.empty_cache()
         cached = eager_cache[base]
         row["eager_ms"] = cached["eager_ms"]
+        row["eager_sync_ms"] = cached["eager_sync_ms"]
         if "medium" in entry.config:  # torch's own 'high'/'medium' f32 matmul precision on CUDA is TF32
             row["eager_tf32_ms"] = _eager_tf32_ms(entry, entries, manifest["configs"], eager_cache)
             if "iree_ms" in row:
                 row["iree_vs_eager_tf32"] = row["iree_ms"] / row["eager_tf32_ms"]
         if "iree_ms" in row:
             row["iree_vs_eager"] = row["iree_ms"] / row["eager_ms"]
+            row["iree_vs_eager_sync"] = row["iree_ms"] / row["eager_sync_ms"]
+        if "iree_pipelined_ms" in row:
+            row["iree_pipelined_vs_eager"] = row["iree_pipelined_ms"] / row["eager_ms"]
         if entry.real_params and "reference" in cached:
             got = run_vmfb(pack / entry.vmfb, arrays, device="cuda", parameters=pack / entry.real_params)[0]
             row["max_relative_error_vs_torch_gpu"] = relative_error(got, cached["reference"])
@@ -802,15 +853,23 @@ def markdown(report: dict[str, Any]) -> str:
         f"IREE gets zero-filled splat weights (GPU kernel times barely depend on values), numerics are checked "
         f"with real weights where shown. Decode step: one token against a {report['decode_context']}-token KV "
         "cache. "
-        "Ratio > 1 means IREE is slower than torch eager.",
+        "Ratio > 1 means IREE is slower than torch eager. IREE ms is a synchronous call (it waits for its "
+        f"results); IREE pipelined chains {PIPELINE_DEPTH} calls of the module's asynchronous export on device "
+        "fences, with no host wait between them, like torch eager's queued calls; eager + wait is one "
+        "eager call followed by torch.cuda.synchronize() (median wall time).",
         "",
         "| workload | precision | effc config | IREE ms | torch eager ms | IREE / eager | rel err vs torch (GPU) "
-        "| IREE J/call | eager J/call |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| IREE J/call | eager J/call | IREE pipelined ms | IREE pipelined / eager | eager + wait ms "
+        "| IREE / (eager + wait) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         iree = f"{r['iree_ms']:.3f}" if "iree_ms" in r else f"failed: {r.get('iree_error', '')[:60]}"
         ratio = f"{r['iree_vs_eager']:.2f}x" if "iree_vs_eager" in r else ""
+        piped = f"{r['iree_pipelined_ms']:.3f}" if "iree_pipelined_ms" in r else r.get("iree_pipelined_error", "")[:60]
+        piped_ratio = f"{r['iree_pipelined_vs_eager']:.2f}x" if "iree_pipelined_vs_eager" in r else ""
+        waited = f"{r['eager_sync_ms']:.3f}" if "eager_sync_ms" in r else ""
+        waited_ratio = f"{r['iree_vs_eager_sync']:.2f}x" if "iree_vs_eager_sync" in r else ""
         err = f"{r['max_relative_error_vs_torch_gpu']:.1e}" if "max_relative_error_vs_torch_gpu" in r else ""
         if "iree_vs_eager_tf32" in r:
             ratio += f" ({r['iree_vs_eager_tf32']:.2f}x vs TF32 eager {r['eager_tf32_ms']:.3f} ms)"
@@ -818,7 +877,7 @@ def markdown(report: dict[str, Any]) -> str:
         eager_j = f"{r['eager_energy']['energy_j']:.4f}" if r.get("eager_energy") else ""
         lines.append(
             f"| {r['workload']} | {r['precision']} | {r['config']} | {iree} | {r['eager_ms']:.3f} | {ratio} "
-            f"| {err} | {iree_j} | {eager_j} |"
+            f"| {err} | {iree_j} | {eager_j} | {piped} | {piped_ratio} | {waited} | {waited_ratio} |"
         )
     notes = [f"- {r['key']}: {note}" for r in report["rows"] for note in r.get("compile_notes", [])]
     if notes:
