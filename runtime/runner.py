@@ -163,13 +163,23 @@ def pipelined_benchmark(
     import time
 
     import iree.runtime as rt
+    from iree.runtime.array_interop import map_dtype_to_element_type
 
     context = load_vmfb(vmfb_path, device=device, parameters=parameters)
     hal_device = context.config.device
     vm_function = context.modules.module.vm_module.lookup_function(f"{function}$async")
     if vm_function is None:
         raise EffcError(f"the module has no '{function}$async' export; compile it with IREE's default execution model")
-    on_device = [rt.asdevicearray(hal_device, a) for a in inputs]
+    on_device = [
+        hal_device.allocator.allocate_buffer_copy(
+            memory_type=rt.MemoryType.DEVICE_LOCAL,
+            allowed_usage=rt.BufferUsage.DEFAULT,
+            device=hal_device,
+            buffer=np.ascontiguousarray(a),
+            element_type=map_dtype_to_element_type(a.dtype),
+        )
+        for a in inputs
+    ]
     _chained_calls(context, vm_function, on_device, depth)  # warm-up
     runs = []
     for _ in range(repetitions):
@@ -191,8 +201,8 @@ def _chained_calls(context: Any, vm_function: Any, on_device: list[Any], depth: 
     semaphore = context.config.device.create_semaphore(0)
     for call in range(depth):
         arguments = rt.VmVariantList(len(on_device) + 2)
-        for array in on_device:
-            arguments.push_ref(array._buffer_view)
+        for buffer_view in on_device:
+            arguments.push_ref(buffer_view)
         arguments.push_ref(rt.HalFence.create_at(semaphore, call))
         arguments.push_ref(rt.HalFence.create_at(semaphore, call + 1))
         results = rt.VmVariantList(1)

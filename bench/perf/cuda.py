@@ -122,6 +122,9 @@ RUNTIME_VARIANTS: dict[str, tuple[str, ...]] = {
     "graphs": ("--cuda_use_streams=false",),
     "inline": ("--cuda_allow_inline_execution=true",),
     "sync-alloc": ("--cuda_async_allocations=false",),
+    # Run 14: neither changed a call by more than run-to-run noise (the wheel's runtime has no tracing built in).
+    "no-tracing": ("--cuda_tracing=0",),
+    "caching-alloc": ("--device_allocator=caching",),
 }
 PROFILE_MIN_TIME = "--benchmark_min_time=0.2s"  # per repetition: keeps a profile of a pack within minutes
 # torch eager's time is that of calls queued back to back; a synchronous IREE call also waits for its results
