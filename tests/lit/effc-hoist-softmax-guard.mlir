@@ -1,6 +1,6 @@
 // effc-hoist-softmax-guard tests torch's safe-softmax guard, all(scores == -inf) per row, on the additive
-// mask instead of every head's scores, and leaves guards it cannot hoist as they are, counted by reason in
-// the module attribute effc.hoist_softmax_guard.
+// mask instead of every head's scores, drops it where the scores are an unmasked q·kᵀ, and leaves guards it
+// cannot hoist as they are, counted by reason in the module attribute effc.hoist_softmax_guard.
 
 // RUN: effc-opt %s --split-input-file --pass-pipeline='builtin.module(effc-hoist-softmax-guard)' | FileCheck %s
 
