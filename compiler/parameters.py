@@ -14,8 +14,10 @@ parameter-backed global plus `torch_c.from_builtin_tensor`, and its blob leaves 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from effc.compiler.errors import EffcError
 
@@ -90,6 +92,52 @@ def write_archive(parameters: dict[str, bytes], path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise EffcError(f"cannot write parameter archive '{target}': {err.strerror or err}") from None
     return target
+
+
+def named_tensor_bytes(module: Any) -> dict[str, bytes]:
+    """The raw bytes of every parameter and buffer of a torch module, by name (what an externalized weight holds)."""
+    import torch
+
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    return {
+        name: t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        for name, t in tensors.items()
+    }
+
+
+def restore_tensors(module: Any, tensors: Mapping[str, bytes]) -> None:
+    """Overwrite the named parameters and buffers of a torch module with raw bytes (`named_tensor_bytes`'s)."""
+    import torch
+
+    named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    with torch.no_grad():
+        for name, data in tensors.items():
+            target = named[name]
+            target.copy_(torch.frombuffer(bytearray(data), dtype=target.dtype).reshape(target.shape))
+
+
+def archive_sources(archive: str | Path, tensors: Mapping[str, bytes]) -> tuple[dict[str, str], list[str]]:
+    """For each key of `archive`, the name of a tensor in `tensors` with the same bytes; and the keys with none.
+
+    The FX importer names an externalized weight by its shape and a counter, not by the module's attribute.
+    With this map, a machine that builds the same architecture (its own weights, same names) can write an
+    archive the compiled module accepts, without the original weights travelling (`write_archive`).
+    """
+    import iree.runtime as rt
+
+    index = rt.ParameterIndex()
+    index.load(str(archive))
+    by_bytes: dict[bytes, str] = {}
+    for name, data in tensors.items():
+        by_bytes.setdefault(data, name)
+    names, missing = {}, []
+    for key, entry in index.items():
+        name = by_bytes.get(bytes(entry.file_view))
+        if name is None:
+            missing.append(key)
+        else:
+            names[key] = name
+    return names, missing
 
 
 def write_splat_archive(source: str | Path, target: str | Path) -> Path:

@@ -79,6 +79,37 @@ def test_run_without_the_archive_says_what_to_pass(
     assert len(result.err.strip().splitlines()) == 1
 
 
+def test_another_module_of_the_same_architecture_fills_the_archive(tmp_path: Path) -> None:
+    """bench/perf's GPU check: the compiled module's keys mapped to parameter names let a module built elsewhere
+    (other weights) write an archive the module runs with; given the weights left inline in the module (too
+    small to externalize), its output is the vmfb's."""
+    import torch
+
+    from effc.compiler.api import compile_model
+    from effc.compiler.parameters import archive_sources, named_tensor_bytes, restore_tensors, write_archive
+    from effc.runtime.runner import run_vmfb
+    from effc.tests import model_zoo
+
+    model, inputs = model_zoo.mlp()
+    compiled = compile_model(model, inputs, parameters=tmp_path / "mlp.irpa")
+    assert compiled.parameters is not None
+    names, missing = archive_sources(compiled.parameters, named_tensor_bytes(model))
+    assert not missing and names and set(names.values()) <= {name for name, _ in model.named_parameters()}
+
+    torch.manual_seed(1)
+    other = type(model)().eval()
+    original = named_tensor_bytes(model)
+    restore_tensors(other, {name: data for name, data in original.items() if name not in set(names.values())})
+    weights = named_tensor_bytes(other)
+    archive = write_archive({key: weights[name] for key, name in names.items()}, tmp_path / "other.irpa")
+    vmfb = compiled.save(tmp_path / "mlp.vmfb")
+    (got,) = run_vmfb(vmfb, [inputs[0].numpy()], parameters=archive)
+    with torch.no_grad():
+        expected, before = other(inputs[0]).numpy(), model(inputs[0]).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, before, atol=1e-3)
+
+
 def test_splat_archive_has_every_key_and_size_as_zeros(tmp_path: Path) -> None:
     import iree.runtime as rt
 

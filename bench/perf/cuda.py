@@ -10,12 +10,15 @@ Two halves, because the GPU machine has torch and CUDA but no IREE compiler, and
 splat parameter archive of a few KB (all zeros) instead of the weights, so a 135M-parameter decoder
 travels as a small module; GPU kernel times barely depend on weight values (see the results' note).
 The attention block also keeps its real weights, so `measure` can check IREE's CUDA numerics against
-torch on the GPU. `measure` builds the same architectures in torch on the GPU (random weights, same
-precision), times torch eager with CUDA events (calls queued) and with a host wait after each call, and IREE
-with iree-benchmark-module (synchronous calls) and with calls chained on device fences (median of repetitions,
-warm-up excluded), reads NVML energy per call for both, and writes cuda-<card>.json/.md
-with the card's name. `profile` says where a call's time goes: its kernels (Nsight Compute) against the
-rest, for IREE and torch eager, and IREE's CUDA driver options; it writes cuda-profile-<card>.json/.md.
+torch on the GPU. For the models, whose weights cannot travel, `prepare` records which torch parameter each
+archive key holds and ships the few weights left inside the module; `measure` then writes an archive from
+the weights of the module it builds there, and checks the same way. `measure` builds the same
+architectures in torch on the GPU (random weights, same precision), times torch eager with CUDA events (calls
+queued) and with a host wait after each call, and IREE with iree-benchmark-module (synchronous calls) and with
+calls chained on device fences (median of repetitions, warm-up excluded), reads NVML energy per call for both,
+and writes cuda-<card>.json/.md with the card's name. `profile` says where a call's time goes: its kernels
+(Nsight Compute) against the rest, for IREE and torch eager, and IREE's CUDA driver options; it writes
+cuda-profile-<card>.json/.md.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import torch
 from effc.bench.perf import slug
 from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, substitution_flags
 from effc.compiler.optimize import f32_matmul_tiles
+from effc.compiler.parameters import named_tensor_bytes, restore_tensors
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"f32": torch.float32, "f16": torch.float16}
@@ -157,6 +161,11 @@ class Entry:
     real_params: str | None = None
     iree_flags: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # the compile's notes: options dropped, kernel configurations changed
+    # Archive key -> the torch module's parameter or buffer name: `measure` writes an archive from the weights of
+    # the module it builds on the GPU machine and checks numerics without the real weights travelling.
+    weight_names: dict[str, str] | None = None
+    # The module's weights that stayed in the vmfb (too small to externalize), real: torch's module takes them.
+    inline_weights: str | None = None
 
 
 # --------------------------------------------------------------------------- torch-side builders
@@ -258,7 +267,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     from effc.compiler.api import compile_model
     from effc.compiler.errors import EffcError
     from effc.compiler.optimize import MEDIUM_PRECISION, best_known
-    from effc.compiler.parameters import write_splat_archive
+    from effc.compiler.parameters import archive_sources, write_splat_archive
     from effc.compiler.progress import Stages
 
     pack.mkdir(parents=True, exist_ok=True)
@@ -415,10 +424,10 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             module, inputs, model_config = _host_module(workload, precision)
             if variant[2]:  # HF's own matmul/softmax/matmul chain instead of sdpa
                 module.model.set_attn_implementation("eager")
-            built = {variant: (module, inputs)}
+            built = {variant: (module, inputs, named_tensor_bytes(module))}
             if model_config:
                 configs[workload.split("-")[0]] = model_config
-        module, inputs = built[variant]
+        module, inputs, state = built[variant]
         attempted.add(key)
         real = pack / f"{key}.real.irpa"
 
@@ -443,6 +452,13 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             real.unlink(missing_ok=True)
             continue
         write_splat_archive(real, pack / f"{key}.splat.irpa")
+        weight_names, missing = archive_sources(real, state)
+        inline = None
+        if not missing and not keep_real:
+            inline = f"{key}.inline.npz"
+            archived = set(weight_names.values())
+            kept_inline = {name: np.frombuffer(data, np.uint8) for name, data in state.items() if name not in archived}
+            np.savez(pack / inline, **kept_inline)
         (pack / f"{key}.vmfb").write_bytes(compiled.vmfb or b"")
         shared = real_archives.setdefault((workload, precision), real.name) if keep_real else None
         if shared != real.name:  # one real archive per module (same literals, same keys): 64 MiB travels
@@ -459,6 +475,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
                 shared,
                 flags,
                 tuple(compiled.notes),
+                None if missing else weight_names,
+                inline,
             )
         )
     shutil.rmtree(scratch)
@@ -512,13 +530,32 @@ def _torch_eager_sync_ms(module: torch.nn.Module, inputs: list[torch.Tensor], ca
     return statistics.median(samples) * 1e3
 
 
+def _relative_error_on_gpu(pack: Path, entry: Entry, arrays: list[np.ndarray], cached: dict[str, Any]) -> float | None:
+    """IREE's output against torch's on the GPU, with the real weights where the pack has them, else with the
+    weights of the torch module built here, written into an archive under the compiled module's keys (None for
+    a pack made before `prepare` recorded those keys)."""
+    from effc.compiler.parameters import write_archive
+    from effc.runtime.runner import relative_error, run_vmfb
+
+    if entry.real_params:
+        got = run_vmfb(pack / entry.vmfb, arrays, device="cuda", parameters=pack / entry.real_params)[0]
+        return relative_error(got, cached["reference"])
+    if entry.weight_names is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="effc-weights-") as tmp:
+        weights = {key: cached["weights"][name] for key, name in entry.weight_names.items()}
+        archive = write_archive(weights, Path(tmp) / "weights.irpa")
+        got = run_vmfb(pack / entry.vmfb, arrays, device="cuda", parameters=archive)[0]
+    return relative_error(got, cached["reference"])
+
+
 def _torch_side(module: torch.nn.Module, arrays: list[np.ndarray], meter: Any) -> dict[str, Any]:
     """Eager time (queued and waited for), the first output (for numerics) and, with a meter, NVML energy per call."""
     from effc.runtime.energy import measure as measure_energy
 
     module = module.cuda()
     tensors = [torch.from_numpy(a).cuda() for a in arrays]
-    side: dict[str, Any] = {"eager_ms": _torch_eager_ms(module, tensors)}
+    side: dict[str, Any] = {"weights": named_tensor_bytes(module), "eager_ms": _torch_eager_ms(module, tensors)}
     side["eager_sync_ms"] = _torch_eager_sync_ms(module, tensors, calls=max(20, min(200, int(2000 / side["eager_ms"]))))
     with torch.no_grad():
         first = module(*tensors)
@@ -531,7 +568,7 @@ def _torch_side(module: torch.nn.Module, arrays: list[np.ndarray], meter: Any) -
 
 def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]:
     from effc.runtime.energy import MeterUnavailable, NvmlMeter
-    from effc.runtime.runner import benchmark_vmfb, pipelined_benchmark, relative_error, run_vmfb
+    from effc.runtime.runner import benchmark_vmfb, pipelined_benchmark
 
     manifest = json.loads((pack / "manifest.json").read_text())
     entries = pack_entries(manifest)
@@ -567,8 +604,14 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
         except Exception as err:
             row["iree_pipelined_error"] = str(err)[:300]
         if base not in eager_cache:
+            module = build_torch(entry.workload, entry.precision, manifest["configs"])
+            own = set(named_tensor_bytes(module))  # the host's model may hold more (MiniLM's unused pooler)
+            for other in entries:  # every module of this base then computes what torch's does
+                if (other.workload, other.precision) == base and other.inline_weights:
+                    with np.load(pack / other.inline_weights) as inline:
+                        restore_tensors(module, {n: inline[n].tobytes() for n in inline.files if n in own})
             eager_cache[base] = _torch_side(
-                build_torch(entry.workload, entry.precision, manifest["configs"]),
+                module,
                 make_inputs(entries_base_inputs(entries, base)),
                 meter if entry.workload == "attention-block" else None,
             )
@@ -585,9 +628,13 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
             row["iree_vs_eager_sync"] = row["iree_ms"] / row["eager_sync_ms"]
         if "iree_pipelined_ms" in row:
             row["iree_pipelined_vs_eager"] = row["iree_pipelined_ms"] / row["eager_ms"]
-        if entry.real_params and "reference" in cached:
-            got = run_vmfb(pack / entry.vmfb, arrays, device="cuda", parameters=pack / entry.real_params)[0]
-            row["max_relative_error_vs_torch_gpu"] = relative_error(got, cached["reference"])
+        if "reference" in cached and "chai" not in entry.config:  # CHAI's output differs by design
+            try:
+                error = _relative_error_on_gpu(pack, entry, arrays, cached)
+                if error is not None:
+                    row["max_relative_error_vs_torch_gpu"] = error
+            except Exception as err:
+                row["numerics_error"] = str(err)[:300]
         if meter is not None and entry.workload == "attention-block" and "x-" not in entry.config and "iree_ms" in row:
             row["iree_energy"] = _iree_energy(pack / entry.vmfb, pack / entry.splat, arrays, meter)
             row["eager_energy"] = cached.get("eager_energy")
@@ -860,8 +907,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"IREE 3.13 CUDA modules compiled on the CPU host for sm_80 (PTX, JIT-compiled on this card), run with "
         f"iree-benchmark-module (median of repetitions) and only the runtime wheel installed; torch "
         f"{report['torch']} (CUDA {report['cuda']}) eager timed with CUDA events. Same precision on both sides; "
-        f"IREE gets zero-filled splat weights (GPU kernel times barely depend on values), numerics are checked "
-        f"with real weights where shown. Decode step: one token against a {report['decode_context']}-token KV "
+        f"IREE gets zero-filled splat weights (GPU kernel times barely depend on values). Numerics are checked "
+        "against torch on the GPU: the attention block with its real weights, the models with the weights of "
+        "the torch module built there (random, seeded), written into an archive under the compiled module's "
+        f"keys. Decode step: one token against a {report['decode_context']}-token KV "
         "cache. "
         "Ratio > 1 means IREE is slower than torch eager. IREE ms is a synchronous call (it waits for its "
         f"results); IREE pipelined chains {PIPELINE_DEPTH} calls of the module's asynchronous export on device "
