@@ -94,14 +94,18 @@ def write_archive(parameters: dict[str, bytes], path: str | Path) -> Path:
     return target
 
 
+def named_tensors(module: Any) -> dict[str, Any]:
+    """Every parameter and buffer of a torch module, by name: what the FX importer can turn into a weight."""
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
 def named_tensor_bytes(module: Any) -> dict[str, bytes]:
     """The raw bytes of every parameter and buffer of a torch module, by name (what an externalized weight holds)."""
     import torch
 
-    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     return {
         name: t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        for name, t in tensors.items()
+        for name, t in named_tensors(module).items()
     }
 
 
@@ -109,7 +113,7 @@ def restore_tensors(module: Any, tensors: Mapping[str, bytes]) -> None:
     """Overwrite the named parameters and buffers of a torch module with raw bytes (`named_tensor_bytes`'s)."""
     import torch
 
-    named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    named = named_tensors(module)
     with torch.no_grad():
         for name, data in tensors.items():
             target = named[name]

@@ -44,7 +44,7 @@ import torch
 from effc.bench.perf import slug
 from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, substitution_flags
 from effc.compiler.optimize import f32_matmul_tiles
-from effc.compiler.parameters import named_tensor_bytes, restore_tensors
+from effc.compiler.parameters import named_tensor_bytes, named_tensors, restore_tensors
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"f32": torch.float32, "f16": torch.float16}
@@ -605,7 +605,7 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
             row["iree_pipelined_error"] = str(err)[:300]
         if base not in eager_cache:
             module = build_torch(entry.workload, entry.precision, manifest["configs"])
-            own = set(named_tensor_bytes(module))  # the host's model may hold more (MiniLM's unused pooler)
+            own = set(named_tensors(module))  # the host's model may hold more (MiniLM's unused pooler)
             for other in entries:  # every module of this base then computes what torch's does
                 if (other.workload, other.precision) == base and other.inline_weights:
                     with np.load(pack / other.inline_weights) as inline:
