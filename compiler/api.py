@@ -7,6 +7,7 @@ model → torch.export → torch-mlir (torch dialect) → effc pass pipeline →
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,13 @@ from effc.compiler.importer import Attention, import_model, resolve_attention
 from effc.compiler.input_spec import InputSpec, parse_input_spec
 from effc.compiler.iree_backend import DEFAULT_CUDA_ARCH, RUNTIME_DEVICE, check_target, compile_mlir
 from effc.compiler.loader import LoadedModel, load_model
-from effc.compiler.optimize import CHECK_TOLERANCE, DEMOTION_IGNORED_AT, MatmulPrecision, precision_flags
+from effc.compiler.optimize import (
+    CHECK_TOLERANCE,
+    DEMOTION_IGNORED_AT,
+    MatmulPrecision,
+    precision_fallback_flags,
+    precision_flags,
+)
 from effc.compiler.parameters import externalize, write_archive
 from effc.compiler.progress import Stages
 from effc.runtime.runner import relative_error, run_vmfb
@@ -97,6 +104,7 @@ def compile_model(
     target: str = "llvm-cpu",
     cuda_arch: str = DEFAULT_CUDA_ARCH,
     attention: Attention = "auto",
+    fold_gqa: bool = False,
     emit: Emit = "vmfb",
     iree_flags: tuple[str, ...] = (),
     optional_iree_flags: tuple[str, ...] = (),
@@ -112,6 +120,8 @@ def compile_model(
     """Compile `model` (a module, ExportedProgram, LoadedModel or MODEL spec string) for `target`.
 
     With `parameters`, weights go to that IREE parameter archive instead of into the module.
+    `fold_gqa` imports attention over repeated KV heads (LLaMA's repeat_kv) with the KV heads unrepeated, where
+    attention is decomposed and no pass of `pipeline` reads attention per query head (fold_gqa.py).
     `optional_iree_flags` are tried first and dropped, with a note, if iree-compile fails with them (`-O`
     uses this for options that IREE cannot apply to every graph). `matmul_precision="medium"` rounds contraction
     inputs to bf16 with f32 accumulation (torch.set_float32_matmul_precision's name), through optional flags:
@@ -132,7 +142,10 @@ def compile_model(
     with stages.stage("load model"):
         loaded = _as_loaded(model, example_inputs, trust_pickle=trust_pickle)
     with stages.stage("export and import to torch-mlir"):
-        imported = import_model(loaded, specs, attention=resolve_attention(attention, target, loaded))
+        fold_gqa = fold_gqa and fold_allowed(pipeline, stages)
+        imported = import_model(
+            loaded, specs, attention=resolve_attention(attention, target, loaded), fold_gqa=fold_gqa
+        )
         if temps is not None:
             (temps / "01-imported.mlir").write_text(str(imported.module))
     if pipeline:
@@ -185,17 +198,10 @@ def compile_model(
                     )
                     return run(substitutions)
 
-            try:
-                vmfb = iree((*iree_flags, *optional_iree_flags))
-            except EffcError as err:
-                if not optional_iree_flags:
-                    raise
-                stages.note(
-                    f"iree-compile failed with {' '.join(optional_iree_flags)} ({err.message}); compiled without them"
-                    + (", so matmul precision stays 'highest' (f32)" if demotion else "")
-                )
-                demotion = ()
-                vmfb = iree(iree_flags)
+            fallback = precision_fallback_flags(target, matmul_precision) if demotion else ()
+            vmfb, demotion = compile_with_optional_flags(
+                iree, iree_flags, optional_iree_flags, demotion, stages, fallback
+            )
         if external is not None and archive is not None:
             with stages.stage("write parameter archive"):
                 write_archive(external.parameters, archive)
@@ -228,6 +234,53 @@ def _without_demotion_blockers(
     if dropped:
         stages.note(f"{' '.join(dropped)} dropped: IREE 3.13 ignores matmul precision 'medium' with it")
     return iree_flags, tuple(flag for flag in optional_iree_flags if flag not in dropped)
+
+
+def compile_with_optional_flags(
+    compile_with: Callable[[tuple[str, ...]], bytes],
+    flags: tuple[str, ...],
+    optional_flags: tuple[str, ...],
+    demotion: tuple[str, ...],
+    stages: Stages,
+    demotion_fallback: tuple[str, ...] = (),
+) -> tuple[bytes, tuple[str, ...]]:
+    """`compile_with` the optional flags; where iree-compile rejects them, with `demotion_fallback` instead (if any),
+    else without them, each time with a note. Also returns the demotion flags that took effect."""
+    try:
+        return compile_with((*flags, *optional_flags)), demotion
+    except EffcError as err:
+        if not optional_flags:
+            raise
+        failed = f"iree-compile failed with {' '.join(optional_flags)} ({err.message})"
+    if demotion_fallback:
+        try:
+            module = compile_with((*flags, *demotion_fallback))
+        except EffcError:
+            pass
+        else:
+            stages.note(f"{failed}; compiled with {' '.join(demotion_fallback)} instead")
+            return module, demotion_fallback
+    stages.note(
+        f"{failed}; compiled without them" + (", so matmul precision stays 'highest' (f32)" if demotion else "")
+    )
+    return compile_with(flags), ()
+
+
+def fold_allowed(pipeline: str | None, stages: Stages) -> bool:
+    """False, with a note, where a pass of `pipeline` reads attention per query head (CHAI): it needs them unfolded."""
+    if not pipeline:
+        return True
+    from effc.passes.pipeline import NestedPipeline, parse_pipeline
+    from effc.passes.registry import get_pass, pass_names
+
+    def names(nested: NestedPipeline) -> list[str]:
+        return [n for e in nested.elements for n in (names(e) if isinstance(e, NestedPipeline) else [e.name])]
+
+    readers = [name for name in names(parse_pipeline(pipeline).root) if name in pass_names()]
+    readers = [name for name in readers if get_pass(name).reads_query_heads]
+    if readers:
+        stages.note(f"grouped-query attention left unfolded: {readers[0]} reads attention per query head")
+    return not readers
 
 
 def _as_loaded(model: Any, example_inputs: Any, *, trust_pickle: bool) -> LoadedModel:

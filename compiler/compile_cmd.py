@@ -122,6 +122,8 @@ def model_options(args: argparse.Namespace, pipeline: str | None = None) -> dict
         "attention": args.attention if args.attention != "auto" else base.get("attention", "auto"),
         "iree_flags": (*base.get("iree_flags", ()), *args.iree_flag),
         "optional_iree_flags": base.get("optional_iree_flags", ()),
+        "dispatch_edits": base.get("dispatch_edits", ()),
+        "fold_gqa": base.get("fold_gqa", False),
         "matmul_precision": args.matmul_precision,
         "trust_pickle": args.trust_pickle,
     }

@@ -21,6 +21,7 @@ from torch_mlir.extras.fx_decomp_util import get_decomposition_table
 from torch_mlir.extras.fx_importer import FxImporter
 
 from effc.compiler.errors import EffcError, first_line
+from effc.compiler.fold_gqa import fold_repeated_kv
 from effc.compiler.input_spec import InputSpec, example_tensor
 from effc.compiler.loader import LoadedModel
 from effc.compiler.mlir_context import new_context, parse_module
@@ -125,9 +126,18 @@ def export_model(
 
 
 def import_program(
-    program: torch.export.ExportedProgram, *, attention: Literal["fused", "decomposed"], name: str = "main"
+    program: torch.export.ExportedProgram,
+    *,
+    attention: Literal["fused", "decomposed"],
+    name: str = "main",
+    fold_gqa: bool = False,
 ) -> tuple[ir.Module, ir.Context]:
-    """FX-import an ExportedProgram and lower it to torch-mlir's value-semantic backend contract."""
+    """FX-import an ExportedProgram and lower it to torch-mlir's value-semantic backend contract.
+
+    With `fold_gqa` and decomposed attention, attention over repeated KV heads uses them unrepeated (fold_gqa.py).
+    """
+    if fold_gqa and attention == "decomposed":
+        program, _ = fold_repeated_kv(program)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         program = program.run_decompositions(decomposition_table(attention))
@@ -153,7 +163,11 @@ def import_program(
 
 
 def import_model(
-    loaded: LoadedModel, specs: tuple[InputSpec, ...], *, attention: Literal["fused", "decomposed"]
+    loaded: LoadedModel,
+    specs: tuple[InputSpec, ...],
+    *,
+    attention: Literal["fused", "decomposed"],
+    fold_gqa: bool = False,
 ) -> ImportedModel:
     """Loaded model → torch-dialect module (or the user's own MLIR, parsed)."""
     if loaded.mlir_text is not None:
@@ -162,7 +176,7 @@ def import_model(
         example = tuple(example_tensor(spec, seed=i) for i, spec in enumerate(specs))
         return ImportedModel(module, ctx, example, reference=None)
     program, example = export_model(loaded, specs)
-    module, ctx = import_program(program, attention=attention)
+    module, ctx = import_program(program, attention=attention, fold_gqa=fold_gqa)
     reference = loaded.module if loaded.module is not None else program.module()
     return ImportedModel(module, ctx, example, reference)
 

@@ -44,13 +44,16 @@ def f32_matmul_tiles(
 BEST_KNOWN: dict[str, dict[str, Any]] = {
     "llvm-cpu": {
         "attention": "decomposed",
+        # A decode step's attention on repeated KV heads computed from the KV heads (fold_gqa.py): SmolLM2's step at
+        # 2048 context 53.4-68.6 -> 36.1-52.5 ms in three runs, the repeats' copies gone (NOTES.md).
+        "fold_gqa": True,
         # torch's safe-softmax guard tested once on the mask instead of per head (its reduction over every
         # head's scores goes away): with bf16 matmuls MiniLM 12.5 -> 12.0 ms, SmolLM2 prefill 109 -> 105 ms.
         "pipeline": "builtin.module(effc-hoist-softmax-guard)",
         # Data tiling fails on the SmolLM2 decode step ("'linalg.pack' op expected padding_value has 'i8'
-        # but got: 'i1'", the attention mask): optional, dropped with a note where IREE rejects it. That failure
-        # keeps it off decode steps, where it would hurt: with the mask made additive it applies and the step
-        # takes 128 ms instead of 71 (bf16: 161), one-row matmuls padded to the ukernels' tiles (NOTES.md).
+        # but got: 'i1'", the attention mask) and on some folded attention: optional, dropped with a note where IREE
+        # rejects it. In f32 the decode step is faster without it in any case (37 vs 49 ms with GlobalOptimization's
+        # data tiling, which compiles it; NOTES.md, seventh CPU session).
         "optional_iree_flags": ("--iree-dispatch-creation-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
     },
     "cuda": {
@@ -105,6 +108,19 @@ MEDIUM_PRECISION: dict[str, tuple[str, ...]] = {
     ),
     "cuda": _DEMOTE_TO_BF16,
 }
+# Tried where IREE rejects MEDIUM_PRECISION. Data tiling from GlobalOptimization instead of DispatchCreation
+# compiles the SmolLM2 decode step, whose boolean mask fails the latter ("'linalg.pack' op expected padding_value
+# has 'i8' but got: 'i1'"), and with bf16 it pays there: 34.0 -> 18.4 ms against the f32 module. Not a default:
+# MiniLM took 14-15 ms with it against 12-12.5 ms, and in f32 the decode step 49 ms against 37 (NOTES.md).
+MEDIUM_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
+    "llvm-cpu": (
+        *_DEMOTE_TO_BF16,
+        "--iree-global-opt-data-tiling",
+        "--iree-llvmcpu-enable-ukernels=all",
+        "--iree-llvmcpu-stack-allocation-limit=131072",
+    ),
+    "cuda": (),
+}
 # `--check`'s largest relative error against torch eager, per precision: bf16 keeps 8 significant bits
 # (relative rounding 2^-9), and MiniLM/SmolLM2 outputs came out at 6-7e-3 in "medium".
 CHECK_TOLERANCE: dict[str, float] = {"highest": 1e-4, "medium": 3e-2}
@@ -124,3 +140,8 @@ def precision_flags(target: str, precision: str) -> tuple[str, ...]:
     if precision not in MATMUL_PRECISIONS:
         raise EffcError(f"unknown matmul precision '{precision}'; use one of: {', '.join(MATMUL_PRECISIONS)}")
     return MEDIUM_PRECISION[check_target(target)] if precision == "medium" else ()
+
+
+def precision_fallback_flags(target: str, precision: str) -> tuple[str, ...]:
+    """The flags to try for `precision` where iree-compile rejects `precision_flags` (none: stay f32)."""
+    return MEDIUM_PRECISION_FALLBACK[check_target(target)] if precision_flags(target, precision) else ()

@@ -30,6 +30,8 @@ class ModulePass:
 
     name: ClassVar[str]
     description: ClassVar[str]
+    # Passes that find attention per query head: importing with `fold_gqa` would hide those heads from them.
+    reads_query_heads: ClassVar[bool] = False
 
     def apply(self, module: ir.Operation) -> None:
         """Rewrite or annotate `module` (a `builtin.module` operation) in place."""

@@ -796,6 +796,7 @@ def _rewrite(
 @dataclasses.dataclass(frozen=True)
 class ChaiPass(ModulePass):
     name: ClassVar[str] = "effc-chai"
+    reads_query_heads: ClassVar[bool] = True
     description: ClassVar[str] = (
         "Clustered head attention (CHAI): compute Q·Kᵀ and softmax only for each cluster's representative "
         "head and share its probabilities with the cluster (each head keeps its own V); Q/K projections, "

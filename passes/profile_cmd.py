@@ -15,7 +15,7 @@ from typing import Any
 
 from effc.compiler.compile_cmd import add_model_arguments, model_options
 from effc.compiler.errors import EffcError
-from effc.compiler.optimize import precision_flags
+from effc.compiler.optimize import precision_fallback_flags, precision_flags
 
 DEFAULT_HARDWARE = {"llvm-cpu": "host-cpu", "cuda": "h100-sxm"}
 
@@ -40,12 +40,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
     import tempfile
     from pathlib import Path
 
     from rich.console import Console
     from torch_mlir import ir
 
+    from effc.compiler.api import compile_with_optional_flags, fold_allowed
     from effc.compiler.importer import import_model, resolve_attention
     from effc.compiler.input_spec import parse_input_spec
     from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target, compile_mlir
@@ -68,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, trust_pickle=args.trust_pickle)
     with stages.stage("export and import to torch-mlir"):
         specs = tuple(parse_input_spec(s) for s in args.input)
-        imported = import_model(loaded, specs, attention=resolve_attention(options["attention"], args.target, loaded))
+        attention = resolve_attention(options["attention"], args.target, loaded)
+        fold_gqa = options.get("fold_gqa", False) and fold_allowed(options["pipeline"], stages)
+        imported = import_model(loaded, specs, attention=attention, fold_gqa=fold_gqa)
     module = imported.module
     if options["pipeline"]:
         from effc.passes import run as run_pipeline
@@ -82,15 +86,19 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="effc-profile-") as tmp:
         sources, vmfb = Path(tmp) / "sources", Path(tmp) / "module.vmfb"
         with stages.stage(f"IREE compile for {args.target}, dumping executable sources"):
-            flags = [
-                *options["iree_flags"],
-                *options["optional_iree_flags"],
-                *precision_flags(args.target, args.matmul_precision),
-                f"--iree-hal-dump-executable-sources-to={sources}",
-                "--mlir-print-debuginfo",
-            ]
+            dump = (f"--iree-hal-dump-executable-sources-to={sources}", "--mlir-print-debuginfo")
+            flags = (*options["iree_flags"], *dump)
+            demotion = precision_flags(args.target, args.matmul_precision)
+            optional = tuple(dict.fromkeys((*options["optional_iree_flags"], *demotion)))
             text = module.operation.get_asm(enable_debug_info=True)
-            vmfb.write_bytes(compile_mlir(text, target=args.target, cuda_arch=args.cuda_arch, extra_flags=flags))
+
+            def compile_with(chosen: tuple[str, ...]) -> bytes:
+                shutil.rmtree(sources, ignore_errors=True)  # a failed try's dump would mix with the next one's
+                return compile_mlir(text, target=args.target, cuda_arch=args.cuda_arch, extra_flags=list(chosen))
+
+            fallback = precision_fallback_flags(args.target, args.matmul_precision)
+            module_bytes, _ = compile_with_optional_flags(compile_with, flags, optional, demotion, stages, fallback)
+            vmfb.write_bytes(module_bytes)
         with stages.stage(f"{args.repetitions} calls on {device} under IREE's HAL profiler"):
             inputs = [t.detach().numpy() for t in imported.example_inputs]
             profile = hal_profile(vmfb, inputs, device=device, calls=args.repetitions)

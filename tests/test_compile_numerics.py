@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import effc
 from effc.compiler.errors import EffcError
@@ -144,10 +146,44 @@ def test_medium_matmul_precision_rounds_matmul_inputs_to_bf16() -> None:
 
 def test_medium_precision_stays_f32_with_a_note_when_iree_rejects_it() -> None:
     model, inputs = model_zoo.mlp()
-    compiled = effc.compile(model, inputs, matmul_precision="medium", optional_iree_flags=("--iree-no-such-flag",))
+    compiled = effc.compile(
+        model, inputs, target="cuda", matmul_precision="medium", optional_iree_flags=("--iree-no-such-flag",)
+    )
     assert compiled.matmul_precision == "highest"
     assert compiled.notes[0].endswith("compiled without them, so matmul precision stays 'highest' (f32)")
-    assert max(compiled.compare()) <= TOLERANCE
+
+
+class _BoolMaskDecodeStep(torch.nn.Module):
+    """One token attending to a cache under a boolean mask built in the graph, as SmolLM2's decode step does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(32, 32)
+        self.kv = torch.nn.Linear(32, 32)
+
+    def forward(self, x: torch.Tensor, position: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        length = k.shape[2]
+        valid = torch.cat([torch.arange(length) < position, torch.ones(1, dtype=torch.bool)]).view(1, 1, 1, -1)
+        new = self.kv(x).view(1, 4, 1, 8)
+        keys, values = torch.cat([k, new], 2), torch.cat([v, new], 2)
+        return F.scaled_dot_product_attention(self.q(x).view(1, 4, 1, 8), keys, values, attn_mask=valid)
+
+
+def test_medium_precision_falls_back_to_global_data_tiling_where_iree_rejects_the_mask() -> None:
+    """IREE's DispatchCreation data tiling fails on a boolean mask; GlobalOptimization's compiles it in bf16."""
+    from effc.compiler.optimize import MEDIUM_PRECISION_FALLBACK, best_known
+
+    torch.manual_seed(0)
+    inputs = (torch.randn(1, 32), torch.tensor([30]), torch.randn(1, 4, 48, 8), torch.randn(1, 4, 48, 8))
+    compiled = effc.compile(_BoolMaskDecodeStep().eval(), inputs, matmul_precision="medium", **best_known("llvm-cpu"))
+    (note,) = compiled.notes
+    assert re.fullmatch(
+        r"iree-compile failed with --iree-dispatch-creation-data-tiling .*: error: 'linalg.pack' op expected "
+        rf"padding_value has 'i8' but got: 'i1'\); compiled with {re.escape(' '.join(MEDIUM_PRECISION_FALLBACK['llvm-cpu']))} instead",
+        note,
+    )
+    assert compiled.matmul_precision == "medium"
+    assert 2e-5 < max(compiled.compare()) <= compiled.tolerance  # bf16 rounding acted
 
 
 def test_unknown_matmul_precision_is_a_one_line_error() -> None:

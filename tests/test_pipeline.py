@@ -288,6 +288,19 @@ def test_optimize_appends_its_passes_to_the_users() -> None:
     assert model_options(argparse.Namespace(**flags, optimize=False))["pipeline"] is None
 
 
+@pytest.mark.parametrize("target", ["llvm-cpu", "cuda"])
+def test_dash_o_on_the_command_line_carries_every_best_known_option(target: str) -> None:
+    import argparse
+
+    from effc.compiler.compile_cmd import model_options
+    from effc.compiler.optimize import best_known
+
+    flags = {"input": [], "target": target, "cuda_arch": "sm_80", "attention": "auto", "iree_flag": []}
+    flags |= {"matmul_precision": "highest", "trust_pickle": False}
+    options = model_options(argparse.Namespace(**flags, optimize=True))
+    assert {key: options[key] for key in best_known(target)} == best_known(target)
+
+
 def test_run_on_text_returns_text() -> None:
     assert effc.passes.run(TWICE, "builtin.module(func.func(cse),canonicalize)") == TWICE_AFTER_CSE
 

@@ -45,6 +45,7 @@ TRIALS: dict[str, dict[str, Any]] = {
     "O+split": {"pipeline": "builtin.module(effc-split-projections)"},
     "O-hoist": {"pipeline": None},
     "O-hoist+medium": {"pipeline": None, "matmul_precision": "medium"},
+    "O-fold": {"fold_gqa": False},
     # Fourth CPU session (NOTES.md): horizontal contraction fusion (CUDA's -O) and reassociated FP reductions.
     "O+medium+hfuse": {
         "matmul_precision": "medium",
