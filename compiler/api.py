@@ -273,11 +273,14 @@ def fold_allowed(pipeline: str | None, stages: Stages) -> bool:
     from effc.passes.pipeline import NestedPipeline, parse_pipeline
     from effc.passes.registry import get_pass, pass_names
 
-    def names(nested: NestedPipeline) -> list[str]:
-        return [n for e in nested.elements for n in (names(e) if isinstance(e, NestedPipeline) else [e.name])]
+    def names_in(nested: NestedPipeline) -> list[str]:
+        found: list[str] = []
+        for element in nested.elements:
+            found += names_in(element) if isinstance(element, NestedPipeline) else [element.name]
+        return found
 
-    readers = [name for name in names(parse_pipeline(pipeline).root) if name in pass_names()]
-    readers = [name for name in readers if get_pass(name).reads_query_heads]
+    effc_passes = [name for name in names_in(parse_pipeline(pipeline).root) if name in pass_names()]
+    readers = [name for name in effc_passes if get_pass(name).reads_query_heads]
     if readers:
         stages.note(f"grouped-query attention left unfolded: {readers[0]} reads attention per query head")
     return not readers
