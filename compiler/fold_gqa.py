@@ -76,11 +76,11 @@ def _fold(graph: fx.Graph, sdpa: fx.Node) -> tuple[str, str] | None:
     if isinstance(mask, fx.Node) and not _mask_folds(mask, heads):
         return None
     with graph.inserting_before(sdpa):
-        folded_query = _call(graph, _aten.reshape.default, query, [batch, heads // group, group * rows, -1])
+        folded_query = _call(graph, _aten.reshape.default, query, [batch, heads // group, group, -1])
         kv = [_call(graph, _aten.squeeze.dim, repeat.source, 2) for repeat in (keys, values)]
-        folded_mask = _fold_mask(graph, mask, heads, group, rows) if isinstance(mask, fx.Node) else mask
+        folded_mask = _fold_mask(graph, mask, heads // group, group) if isinstance(mask, fx.Node) else mask
         out = _call(graph, _SDPA, folded_query, *kv, folded_mask, scale=args["scale"])
-        result = _call(graph, _aten.reshape.default, out, [batch, heads, rows, -1])
+        result = _call(graph, _aten.reshape.default, out, [batch, heads, 1, -1])
     sdpa.replace_all_uses_with(result)
     graph.erase_node(sdpa)
     return sdpa.name, result.name
@@ -115,14 +115,13 @@ def _mask_folds(mask: fx.Node, heads: int) -> bool:
     return _static(mask) and len(_shape(mask)) <= 4 and _four_dims(mask)[1] in (1, heads)
 
 
-def _fold_mask(graph: fx.Graph, mask: fx.Node, heads: int, group: int, rows: int) -> fx.Node:
-    """The mask for folded query rows: one mask shared by all heads stays as it is; one per query head is regrouped
-    like the query's heads."""
+def _fold_mask(graph: fx.Graph, mask: fx.Node, kv_heads: int, group: int) -> fx.Node:
+    """The mask for folded query rows: one mask shared by all heads stays as it is; one per query head (one row
+    each) is regrouped like the query's heads, [B, H, 1, L] -> [B, Hkv, g, L]."""
     batch, mask_heads, _, length = _four_dims(mask)
     if mask_heads == 1:
         return mask
-    full = _call(graph, _aten.expand.default, mask, [batch, heads, rows, length])
-    return _call(graph, _aten.reshape.default, full, [batch, heads // group, group * rows, length])
+    return _call(graph, _aten.reshape.default, mask, [batch, kv_heads, group, length])
 
 
 def _four_dims(node: fx.Node) -> tuple[int, ...]:

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 
 import effc
+from effc.compiler.api import fold_allowed
 from effc.compiler.fold_gqa import fold_repeated_kv
 from effc.compiler.importer import export_model
 from effc.compiler.loader import LoadedModel
+from effc.compiler.progress import Stages
 from effc.passes.chai_plan import ChaiPlan, LayerPlan, structure_fingerprint
 from effc.passes.chai_reference import layer_shapes
 from effc.tests import model_zoo
@@ -70,8 +72,24 @@ def test_folding_leaves_the_reference_program_untouched() -> None:
     torch.testing.assert_close(folded.module()(*inputs), program.module()(*inputs), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("pipeline", "allowed"),
+    [
+        (None, True),
+        ("builtin.module(func.func(cse),canonicalize,effc-hoist-softmax-guard)", True),
+        ("builtin.module(canonicalize,builtin.module(effc-chai{plan=p.json}))", False),  # found when nested too
+    ],
+)
+def test_fold_is_allowed_unless_a_pass_reads_query_heads(pipeline: str | None, allowed: bool) -> None:
+    stages = Stages(enabled=False)
+    assert fold_allowed(pipeline, stages) == allowed
+    assert stages.notes == (
+        [] if allowed else ["grouped-query attention left unfolded: effc-chai reads attention per query head"]
+    )
+
+
 def test_chai_keeps_query_heads_unfolded_with_a_note(tmp_path: Path) -> None:
-    """CHAI clusters query heads, so a pipeline with it imports them unfolded even under `fold_gqa`."""
+    """End to end: `effc.compile` asks `fold_allowed`, says why in its notes, and CHAI still rewrites correctly."""
     model, inputs = model_zoo.llama_gqa()
     shapes = layer_shapes(model)
     layers = tuple(
