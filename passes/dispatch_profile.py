@@ -254,8 +254,12 @@ def _profile_exe() -> str:
 
 
 def _run(command: list[str], timeout_s: float, tool: str) -> str:
+    from effc.runtime.runner import tool_environment
+
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False, env=tool_environment()
+        )
     except subprocess.TimeoutExpired:
         raise EffcError(f"{tool} did not finish within {timeout_s:.0f} s") from None
     if result.returncode != 0:

@@ -24,6 +24,7 @@ from effc.compiler.loader import LoadedModel
 from effc.compiler.models import EncoderWrapper
 from effc.compiler.optimize import precision_flags
 from effc.runtime.read import ReadHead, ReadModel
+from effc.runtime.runner import retain_freed_memory
 
 
 def default_target() -> str:
@@ -51,6 +52,8 @@ class CompiledBackbone:
 
         self.target, self.batch_size, self.max_length = target, batch_size, max_length
         driver = RUNTIME_DEVICE[target]
+        if driver.startswith("local"):
+            retain_freed_memory()
         if isinstance(vmfb, Path):  # mapped, not copied
             self._module = rt.load_vm_flatbuffer_file(str(vmfb), driver=driver)
         else:

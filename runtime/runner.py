@@ -9,7 +9,10 @@ have too.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import platform
 import statistics
 import subprocess
 import tempfile
@@ -26,11 +29,39 @@ from effc.compiler.parameters import SCOPE
 
 DRIVERS = ("local-task", "local-sync", "cuda")
 
+# IREE allocates a call's transient buffers as one block and frees it when the call ends. glibc serves a block over
+# its mmap threshold (adaptive, at most 32 MiB) with a fresh mmap and unmaps it on free, so a module with more
+# transient memory than that page-faults all of it in again on every call: bench/perf's attention block, ~200 MB,
+# 51K page faults and 229 -> 184 ms a call on the 2-core CPU (bench/perf/NOTES.md). torch's temporaries stay under
+# the threshold. Freed blocks up to this size are kept for the next call instead.
+RETAINED_BLOCK_BYTES = 1 << 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+
+
+def retain_freed_memory() -> bool:
+    """Make this process keep the memory it frees (blocks up to RETAINED_BLOCK_BYTES) for later allocations
+    instead of returning it to the OS, so IREE's per-call transients are not page-faulted in again on every call.
+    The resident size then stays near its peak. False where the C library is not glibc (nothing changed)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return all(libc.mallopt(option, RETAINED_BLOCK_BYTES) == 1 for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD))
+
+
+def tool_environment() -> dict[str, str]:
+    """The environment for IREE's runtime tools (iree-benchmark-module): `retain_freed_memory` through glibc's
+    tunables, which a process reads when it starts. Other C libraries ignore the variable."""
+    retain = f"glibc.malloc.mmap_threshold={RETAINED_BLOCK_BYTES}:glibc.malloc.trim_threshold={RETAINED_BLOCK_BYTES}"
+    env = dict(os.environ)
+    env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), retain)))
+    return env
+
 
 def load_vmfb(vmfb: bytes | Path, *, device: str = "local-task", parameters: Path | None = None) -> Any:
     """An IREE SystemContext holding the compiled module (and its parameter archive) on `device`.
 
-    `parameters` is the IREE parameter archive of a module compiled with external weights.
+    `parameters` is the IREE parameter archive of a module compiled with external weights. On the CPU this
+    process then keeps the memory it frees (`retain_freed_memory`).
     """
     import iree.runtime as rt
 
@@ -43,6 +74,8 @@ def load_vmfb(vmfb: bytes | Path, *, device: str = "local-task", parameters: Pat
             f"IREE runtime device '{device}' is not available here ({str(err).splitlines()[0]}); "
             f"use one of: {', '.join(rt.query_available_drivers())}"
         ) from None
+    if device.startswith("local"):
+        retain_freed_memory()
     context = rt.SystemContext(config=config)
     if parameters is not None:
         context.add_vm_module(rt.create_io_parameters_module(context.instance, load_provider(parameters)))
@@ -137,7 +170,9 @@ def benchmark_vmfb(
             "--benchmark_out_format=json",
             *runtime_flags,
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False, env=tool_environment()
+        )
         if result.returncode != 0:
             raise EffcError(
                 f"iree-benchmark-module failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
