@@ -179,7 +179,12 @@ def compile_model(
             def iree(flags: tuple[str, ...]) -> bytes:
                 def run(extra: tuple[str, ...] = ()) -> bytes:
                     return compile_mlir(
-                        text, target=target, cuda_arch=cuda_arch, extra_flags=[*flags, *extra], save_temps=temps
+                        text,
+                        target=target,
+                        cuda_arch=cuda_arch,
+                        extra_flags=[*flags, *extra],
+                        save_temps=temps,
+                        note=stages.note,
                     )
 
                 if not dispatch_edits:

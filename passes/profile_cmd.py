@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
             def compile_with(chosen: tuple[str, ...]) -> bytes:
                 shutil.rmtree(sources, ignore_errors=True)  # a failed try's dump would mix with the next one's
-                return compile_mlir(text, target=args.target, cuda_arch=args.cuda_arch, extra_flags=list(chosen))
+                return compile_mlir(
+                    text, target=args.target, cuda_arch=args.cuda_arch, extra_flags=list(chosen), note=stages.note
+                )
 
             fallback = precision_fallback_flags(args.target, args.matmul_precision)
             module_bytes, _ = compile_with_optional_flags(compile_with, flags, optional, demotion, stages, fallback)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +134,68 @@ def test_optional_flags_are_dropped_with_a_note_when_iree_rejects_them() -> None
         "check the spelling with `iree-compile --help`); compiled without them"
     ]
     assert max(compiled.compare()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("stalls", [1, 2])
+def test_a_stalled_iree_compile_is_overtaken_by_a_twin(
+    stalls: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first `stalls` iree-compiles stand in for IREE's x86 stall: they sleep. A twin starts once the first has
+    run HEDGE_AFTER_S, a stalled twin is replaced after as long, and the stalled ones are stopped."""
+    import time
+
+    from effc.compiler import iree_backend
+
+    real_command = iree_backend.compile_command
+    wrapper = tmp_path / "iree-compile"
+
+    def stalling(target: str, **kwargs: object) -> list[str]:
+        command = real_command(target, **kwargs)  # type: ignore[arg-type]
+        claims = "".join(
+            f"if mkdir {tmp_path}/claim{i} 2>/dev/null; then echo $$ > {tmp_path}/stalled{i}; exec sleep 600; fi\n"
+            for i in range(stalls)
+        )
+        wrapper.write_text(f'#!/bin/sh\n{claims}exec {command[0]} "$@"\n')
+        wrapper.chmod(0o755)
+        return [str(wrapper), *command[1:]]
+
+    monkeypatch.setattr(iree_backend, "compile_command", stalling)
+    monkeypatch.setattr(iree_backend, "HEDGE_AFTER_S", 2.0)
+    model, inputs = model_zoo.mlp()
+    start = time.monotonic()
+    compiled = effc.compile(model, inputs)
+    assert time.monotonic() - start < 120
+    assert max(compiled.compare()) <= TOLERANCE
+    assert len(compiled.notes) == stalls
+    assert all(n.startswith("iree-compile still running after ") for n in compiled.notes)
+    for i in range(stalls):
+        with pytest.raises(ProcessLookupError):
+            os.kill(int((tmp_path / f"stalled{i}").read_text()), 0)  # stopped and reaped
+
+
+def test_a_failing_twin_leaves_the_first_compile_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A twin that fails (here: at once, as if killed for memory) does not fail a slow first compile that succeeds,
+    and is replaced no sooner than HEDGE_AFTER_S after it started."""
+    from effc.compiler import iree_backend
+
+    real_command = iree_backend.compile_command
+    wrapper, starts = tmp_path / "iree-compile", tmp_path / "starts"
+
+    def slow_first(target: str, **kwargs: object) -> list[str]:
+        command = real_command(target, **kwargs)  # type: ignore[arg-type]
+        wrapper.write_text(
+            f"#!/bin/sh\necho >> {starts}\n"
+            f'if mkdir {tmp_path}/claim 2>/dev/null; then sleep 5; exec {command[0]} "$@"; fi\nexit 3\n'
+        )
+        wrapper.chmod(0o755)
+        return [str(wrapper), *command[1:]]
+
+    monkeypatch.setattr(iree_backend, "compile_command", slow_first)
+    monkeypatch.setattr(iree_backend, "HEDGE_AFTER_S", 2.0)
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs)
+    assert max(compiled.compare()) <= TOLERANCE
+    assert 2 <= len(starts.read_text().splitlines()) <= 4  # the first, then a twin every 2 s while it sleeps 5 s
 
 
 def test_medium_matmul_precision_rounds_matmul_inputs_to_bf16() -> None:
