@@ -8,14 +8,16 @@ did not lower, instead of IREE's wall of text.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +32,26 @@ DEFAULT_CUDA_ARCH = "sm_80"
 # meets nodes, which changes from run to run (bench/perf/NOTES.md). So on llvm-cpu a second, identical iree-compile
 # starts once the first has run this long (longer for larger inputs), a fresh one replaces it each time it has run
 # as long, and whichever finishes first is used. A compile that really takes that long only shares the machine.
+# Each runs without address randomization, under which the stall was rarer (`_fixed_addresses`).
 HEDGE_AFTER_S = 60.0
 HEDGE_S_PER_MB = 0.15  # SmolLM2's 1.1 GB of MLIR: 162 s, against 35-49 s to compile it here
+_ADDR_NO_RANDOMIZE = 0x0040000  # linux/personality.h
+
+
+@contextlib.contextmanager
+def _fixed_addresses() -> Iterator[None]:
+    """Programs started meanwhile run without address randomization (Linux; elsewhere, or where `personality` is
+    refused, nothing changes). The x86 stall follows LLVM's node order, which can follow heap addresses: 13 of 17
+    MiniLM `medium` compiles finished in seconds with randomization off, 10 of 20 with it (bench/perf/NOTES.md)."""
+    libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+    current = libc.personality(0xFFFFFFFF) if libc is not None else -1
+    if libc is None or current < 0 or libc.personality(current | _ADDR_NO_RANDOMIZE) < 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.personality(current)
 
 
 def check_target(target: str) -> str:
@@ -127,11 +147,12 @@ def _first_to_finish(
     running: list[_Attempt] = []  # [oldest, current twin]
     ended: list[_Attempt] = []  # failed while another attempt ran on
     numbers = itertools.count()
+    launching = _fixed_addresses if hedge_after_s is not None else contextlib.nullcontext
 
     def start() -> None:
         index = next(numbers)
         output, stderr = work / f"module{index}.vmfb", work / f"stderr{index}.txt"
-        with stderr.open("wb") as errors:
+        with stderr.open("wb") as errors, launching():
             process = subprocess.Popen([*command, "-o", str(output)], stdout=subprocess.DEVNULL, stderr=errors)
         running.append(_Attempt(process, output, stderr, time.monotonic()))
 
