@@ -51,9 +51,9 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
         # head's scores goes away): with bf16 matmuls MiniLM 12.5 -> 12.0 ms, SmolLM2 prefill 109 -> 105 ms.
         "pipeline": "builtin.module(effc-hoist-softmax-guard)",
         # Row reductions (softmax, LayerNorm) as vector code instead of in-order scalar sums and NaN-checking maxes:
-        # the attention block's softmax 32.1 -> 24.7 ms, its call 155 -> 148 ms median of four interleaved rounds
-        # (2-core CPU, freed memory kept); MiniLM and SmolLM2 prefill within noise (NOTES.md, fourth and eighth CPU
-        # sessions). Only the summation order changes, as in torch.compile's vectorized reductions.
+        # the attention block's softmax 32.1 -> 24.7 ms. In one run of the whole set (2-core CPU, freed memory kept)
+        # every workload was 3-9% faster, the block 154.8 -> 140.7 ms (NOTES.md, eighth CPU session). Only the
+        # summation order changes, as in torch.compile's vectorized reductions.
         "iree_flags": ("--iree-llvmcpu-reassociate-fp-reductions",),
         # Data tiling fails on the SmolLM2 decode step ("'linalg.pack' op expected padding_value has 'i8'
         # but got: 'i1'", the attention mask) and on some folded attention: optional, dropped with a note where IREE
