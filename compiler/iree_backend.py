@@ -145,7 +145,7 @@ def _first_to_finish(
     is left (a twin can be killed for memory). Returns (exit status, stderr, OUT) of the first attempt to succeed,
     or of the last to fail; TimeoutExpired when none ends within `timeout_s`."""
     running: list[_Attempt] = []  # [oldest, current twin]
-    ended: list[_Attempt] = []  # failed while another attempt ran on
+    starts: list[float] = []
     numbers = itertools.count()
     launching = _fixed_addresses if hedge_after_s is not None else contextlib.nullcontext
 
@@ -155,6 +155,7 @@ def _first_to_finish(
         with stderr.open("wb") as errors, launching():
             process = subprocess.Popen([*command, "-o", str(output)], stdout=subprocess.DEVNULL, stderr=errors)
         running.append(_Attempt(process, output, stderr, time.monotonic()))
+        starts.append(running[-1].started)
 
     start()
     began = running[0].started
@@ -167,12 +168,10 @@ def _first_to_finish(
                 if code == 0 or len(running) == 1:
                     return code, attempt.stderr.read_text(encoding="utf-8", errors="replace"), attempt.output
                 running.remove(attempt)
-                ended.append(attempt)
             now = time.monotonic()
             if timeout_s is not None and now - began > timeout_s:
                 raise subprocess.TimeoutExpired(command, timeout_s)
-            last_started = max(attempt.started for attempt in (*running, *ended))
-            if hedge_after_s is not None and now - last_started > hedge_after_s:
+            if hedge_after_s is not None and now - starts[-1] > hedge_after_s:
                 if len(running) > 1:
                     twin = running.pop().process
                     twin.kill()
