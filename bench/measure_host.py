@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from effc.compiler.host_cpu import cpu_model
 from effc.passes.hardware import HARDWARE_JSON, read_table
 
 MATMUL_N = 2048
@@ -66,13 +66,6 @@ def copy_bandwidth(nbytes: int = COPY_BYTES) -> float:
     src = torch.ones(nbytes // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
     return float(f"{2 * nbytes / best_seconds(lambda: dst.copy_(src)):.4g}")
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def host_entry() -> dict[str, Any]:

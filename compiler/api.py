@@ -132,7 +132,7 @@ def compile_model(
     check_target(target)
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
     stages = Stages(enabled=progress)
-    demotion = precision_flags(target, matmul_precision)
+    demotion = precision_flags(target, matmul_precision, stages.note)
     if demotion:
         iree_flags, optional_iree_flags = _without_demotion_blockers(iree_flags, optional_iree_flags, stages)
     optional_iree_flags = tuple(dict.fromkeys((*optional_iree_flags, *demotion)))

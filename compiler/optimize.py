@@ -9,10 +9,12 @@ compile for some graphs go in `optional_iree_flags`: tried first, dropped with a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from effc.compiler.dispatch_configs import ConfigEdit
 from effc.compiler.errors import EffcError
+from effc.compiler.host_cpu import cpu_model, has_bf16_dot
 from effc.compiler.iree_backend import check_target
 
 _MMA_SYNC = r"mma_kind = #iree_gpu.mma_layout<NV_MMA_SYNC"
@@ -100,7 +102,9 @@ _DEMOTE_TO_BF16 = (
     "--iree-global-opt-demote-contraction-inputs-operations=all",
 )
 # Optional flags per target for "medium". On the CPU bf16 pays only through data tiling and the mmt4d ukernels
-# (AVX512-BF16): MiniLM 22.6 -> 12.5 ms, SmolLM2 prefill 188 -> 109 ms; demotion alone made MiniLM 1.8x slower,
+# (AVX512-BF16): MiniLM 22.6 -> 12.5 ms, SmolLM2 prefill 188 -> 109 ms. Without bf16 dot products (a Zen 3 host, AVX2)
+# the same flags made MiniLM 85x slower than f32 (3367 against 39.6 ms), so there "medium" stays f32
+# (`precision_flags`). Demotion alone made MiniLM 1.8x slower,
 # and a decode step (no data tiling: i1 mask) 1.3x slower. So all of them or none. On cuda it is unmeasured
 # with these flags (an earlier H200 run of the demoted f32 block: 0.46 ms against 9.7 ms in f32; NOTES.md).
 # The ukernels' bf16 tiles need a larger stack than IREE's 32 KiB default on MiniLM.
@@ -140,11 +144,24 @@ def best_known(target: str) -> dict[str, Any]:
     return dict(BEST_KNOWN[check_target(target)])
 
 
-def precision_flags(target: str, precision: str) -> tuple[str, ...]:
-    """Optional iree-compile flags that implement `precision` on `target` (none for "highest")."""
+def precision_flags(target: str, precision: str, note: Callable[[str], None] | None = None) -> tuple[str, ...]:
+    """Optional iree-compile flags that implement `precision` on `target` (none for "highest").
+
+    As torch's "medium", bf16 only where the hardware multiplies it fast: on a CPU without bf16 dot products
+    (`has_bf16_dot`) the matmuls stay f32, and `note` hears why.
+    """
     if precision not in MATMUL_PRECISIONS:
         raise EffcError(f"unknown matmul precision '{precision}'; use one of: {', '.join(MATMUL_PRECISIONS)}")
-    return MEDIUM_PRECISION[check_target(target)] if precision == "medium" else ()
+    if precision != "medium":
+        return ()
+    if check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
+        if note is not None:
+            note(
+                f"matmul precision 'medium' kept f32: this CPU ({cpu_model()}) has no bf16 dot products "
+                "(AVX512-BF16, AMX-BF16 or Arm BF16), without which IREE's bf16 matmuls run far slower than f32"
+            )
+        return ()
+    return MEDIUM_PRECISION[target]
 
 
 def precision_fallback_flags(target: str, precision: str) -> tuple[str, ...]:

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         with stages.stage(f"IREE compile for {args.target}, dumping executable sources"):
             dump = (f"--iree-hal-dump-executable-sources-to={sources}", "--mlir-print-debuginfo")
             flags = (*options["iree_flags"], *dump)
-            demotion = precision_flags(args.target, args.matmul_precision)
+            demotion = precision_flags(args.target, args.matmul_precision, stages.note)
             optional = tuple(dict.fromkeys((*options["optional_iree_flags"], *demotion)))
             text = module.operation.get_asm(enable_debug_info=True)
 

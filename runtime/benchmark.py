@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from effc.compiler.api import CompiledModel
+from effc.compiler.host_cpu import cpu_model, has_bf16_dot, vector_isa
 from effc.runtime.runner import benchmark_vmfb, retain_freed_memory
 
 
@@ -35,18 +36,12 @@ def time_torch(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *, repe
 
 def machine_description() -> dict[str, object]:
     """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import os
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
+        "vector_isa": vector_isa(),
+        "bf16_dot": has_bf16_dot(),  # whether `--matmul-precision medium` is bf16 on this CPU
         "cores": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews timings
         "torch_threads": torch.get_num_threads(),

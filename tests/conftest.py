@@ -20,6 +20,15 @@ EffcCli = Callable[..., CliResult]
 
 
 @pytest.fixture
+def bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests of the bf16 path, on any CPU. Where the host has no bf16 dot products `medium` stays f32 for speed
+    (optimize.precision_flags); IREE's bf16 code, slow there, computes the same numbers."""
+    from effc.compiler import optimize
+
+    monkeypatch.setattr(optimize, "has_bf16_dot", lambda: True)
+
+
+@pytest.fixture
 def effc_cli(capsys: pytest.CaptureFixture[str]) -> EffcCli:
     """Call `effc ARGS...` in this process; returns exit code, stdout and stderr."""
     from effc.compiler.cli import main

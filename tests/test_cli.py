@@ -109,6 +109,7 @@ def test_hugging_face_directory(effc_cli: EffcCli, tmp_path: Path) -> None:
     assert max(summary["relative_error_vs_torch"]) <= 1e-4
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_medium_matmul_precision_checks_against_its_own_tolerance(effc_cli: EffcCli, tmp_path: Path) -> None:
     model, _ = model_zoo.bert()
     directory = tmp_path / "tiny-bert"

@@ -204,6 +204,7 @@ def test_a_failing_twin_leaves_the_first_compile_running(tmp_path: Path, monkeyp
     assert not int(Path("/proc/self/personality").read_text(), 16) & 0x0040000  # effc's own setting is restored
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_medium_matmul_precision_rounds_matmul_inputs_to_bf16() -> None:
     """ "medium" must change the numerics (bf16 inputs) but stay within its check tolerance."""
     model, inputs = model_zoo.bert()
@@ -211,6 +212,25 @@ def test_medium_matmul_precision_rounds_matmul_inputs_to_bf16() -> None:
     assert compiled.matmul_precision == "medium" and compiled.notes == []
     worst = max(compiled.compare())
     assert 2e-5 < worst <= compiled.tolerance == 3e-2  # f32 gives ~1e-6: bf16 rounding acted
+
+
+def test_medium_precision_stays_f32_with_a_note_on_a_cpu_without_bf16_dot_products(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where bf16 matmuls would be scalar code (MiniLM 85x slower than f32 on a Zen 3 host), "medium" is f32, as
+    torch's is."""
+    from effc.compiler import optimize
+    from effc.compiler.host_cpu import cpu_model
+
+    monkeypatch.setattr(optimize, "has_bf16_dot", lambda: False)
+    model, inputs = model_zoo.bert()
+    compiled = effc.compile(model, inputs, matmul_precision="medium")
+    assert compiled.notes == [
+        f"matmul precision 'medium' kept f32: this CPU ({cpu_model()}) has no bf16 dot products (AVX512-BF16, "
+        "AMX-BF16 or Arm BF16), without which IREE's bf16 matmuls run far slower than f32"
+    ]
+    assert compiled.matmul_precision == "highest" and compiled.tolerance == TOLERANCE
+    assert max(compiled.compare()) <= TOLERANCE
 
 
 def test_medium_precision_stays_f32_with_a_note_when_iree_rejects_it() -> None:
@@ -238,6 +258,7 @@ class _BoolMaskDecodeStep(torch.nn.Module):
         return F.scaled_dot_product_attention(self.q(x).view(1, 4, 1, 8), keys, values, attn_mask=valid)
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_medium_precision_falls_back_to_global_data_tiling_where_iree_rejects_the_mask() -> None:
     """IREE's DispatchCreation data tiling fails on a boolean mask; GlobalOptimization's compiles it in bf16."""
     from effc.compiler.optimize import MEDIUM_PRECISION_FALLBACK, best_known
@@ -261,6 +282,7 @@ def test_unknown_matmul_precision_is_a_one_line_error() -> None:
         effc.compile(model, inputs, matmul_precision="high")  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_medium_precision_refuses_opt_levels_where_iree_ignores_demotion() -> None:
     model, inputs = model_zoo.mlp()
     with pytest.raises(EffcError, match=r"has no effect with --iree-opt-level=O3: IREE 3.13 ignores"):
@@ -276,6 +298,7 @@ def test_medium_precision_drops_o3_chosen_by_dash_o_on_cuda() -> None:
     assert compiled.matmul_precision == "medium"
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_precision_and_parameters_say_they_do_nothing_without_a_module(tmp_path: Path) -> None:
     model, inputs = model_zoo.mlp()
     compiled = effc.compile(model, inputs, emit="torch", matmul_precision="medium", parameters=tmp_path / "w.irpa")

@@ -499,6 +499,7 @@ def test_backbone_shape_needs_a_hugging_face_encoder() -> None:
         backbone_shape(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_backbone_with_bf16_matmuls_stays_close_to_the_f32_one(
     encoder: tuple[torch.nn.Module, object], compiled_backbone: object
 ) -> None:

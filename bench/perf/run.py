@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from effc.bench.perf import slug
+from effc.bench.perf import cpu_slug
 from effc.bench.perf.workloads import WORKLOADS
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
@@ -209,7 +209,7 @@ def run(
 
 def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> str:
     lines = [
-        f"# effc performance set on {machine['cpu']} ({machine['cores']} cores), {when}",
+        f"# effc performance set on {machine['cpu']} ({machine['cores']} cores, {machine['vector_isa']}), {when}",
         "",
         "Median ms per call (repeats after warm-up; inputs random). Peak = the process's max RSS.",
         "Speedup > 1 means effc is faster.",
@@ -271,7 +271,7 @@ def main() -> None:
 
     def save(rows: list[dict[str, Any]]) -> None:
         machine = machine_description()  # its load average, at the time of the latest row
-        stem = "cpu-" + slug(str(machine["cpu"])) + (f"-{args.tag}" if args.tag else "")
+        stem = "cpu-" + cpu_slug(machine) + (f"-{args.tag}" if args.tag else "")
         report = {"measured": when, "machine": machine, "rows": rows}
         write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
         write_atomic(RESULTS / f"{stem}.md", markdown(rows, machine, when))

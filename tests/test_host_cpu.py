@@ -1,0 +1,22 @@
+"""Which CPUs effc treats as having bf16 dot products (the choice behind `--matmul-precision medium` on llvm-cpu)."""
+
+from __future__ import annotations
+
+import pytest
+
+from effc.compiler.host_cpu import has_bf16_dot
+
+ZEN3 = "flags\t\t: fpu sse2 avx fma avx2 bmi2 vaes vpclmulqdq"
+ZEN4 = "flags\t\t: fpu avx2 avx512f avx512bw avx512_vnni avx512_bf16 vpclmulqdq"
+SAPPHIRE_RAPIDS = "flags\t\t: avx2 avx512f amx_bf16 amx_tile amx_int8"
+NEOVERSE_V1 = "Features\t: fp asimd evtstrm aes sha2 asimdhp cpuid sve bf16 i8mm"
+NEOVERSE_N1 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimdhp"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [(ZEN3, False), (ZEN4, True), (SAPPHIRE_RAPIDS, True), (NEOVERSE_V1, True), (NEOVERSE_N1, False), ("", None)],
+)
+def test_bf16_dot_products_are_read_from_the_first_cpus_flags(cpuinfo: str, expected: bool | None) -> None:
+    lines = ["processor\t: 0", "model name\t: some CPU", *cpuinfo.splitlines(), "processor\t: 1"]
+    assert has_bf16_dot(lines) is expected
