@@ -102,10 +102,11 @@ def backbone_vmfb(
 
     `matmul_precision="medium"` compiles its matmuls with bf16 inputs (`effc compile --matmul-precision`): the
     states the side network trains on change by ~1e-2 relative, and the backbone runs faster in less memory.
+    On a CPU without bf16 dot products it stays f32, with a warning, as `effc compile` does.
     """
     ids = torch.zeros(batch_size, max_length, dtype=torch.int64)
     imported = import_tapped(backbone, (ids, torch.ones_like(ids)), check_target(target))
-    flags = list(precision_flags(target, matmul_precision))
+    flags = list(precision_flags(target, matmul_precision, lambda text: warnings.warn(text, stacklevel=4)))
     return compile_mlir(str(imported.module), target=target, extra_flags=flags)
 
 

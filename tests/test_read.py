@@ -513,3 +513,19 @@ def test_backbone_with_bf16_matmuls_stays_close_to_the_f32_one(
     mask = np.ones_like(ids)
     for ours, reference in zip(bf16(ids, mask), compiled_backbone(ids, mask), strict=True):  # type: ignore[operator]
         assert 2e-5 < relative_error(ours, reference) <= CHECK_TOLERANCE["medium"]
+
+
+def test_backbone_stays_f32_with_a_warning_on_a_cpu_without_bf16_dot_products(
+    encoder: tuple[torch.nn.Module, object], compiled_backbone: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from effc.compiler import optimize
+    from effc.runtime.read_compile import compile_backbone
+    from effc.runtime.runner import relative_error
+
+    monkeypatch.setattr(optimize, "has_bf16_dot", lambda: False)
+    with pytest.warns(UserWarning, match=r"^matmul precision 'medium' kept f32: this CPU \(.*\) has no bf16 dot"):
+        kept = compile_backbone(encoder[0], batch_size=16, max_length=16, target="llvm-cpu", matmul_precision="medium")
+    ids = np.random.default_rng(0).integers(5, encoder[0].config.vocab_size, (4, 16))  # type: ignore[attr-defined]
+    mask = np.ones_like(ids)
+    for ours, reference in zip(kept(ids, mask), compiled_backbone(ids, mask), strict=True):  # type: ignore[operator]
+        assert relative_error(ours, reference) <= 1e-6  # the f32 module
