@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 
 from effc.compiler.host_cpu import cpu_model
 from effc.passes.hardware import HARDWARE_JSON, read_table
+from effc.runtime.benchmark import timed_runs
 
 MATMUL_N = 2048
 COPY_BYTES = 1 << 29  # 512 MiB: far larger than any CPU cache
@@ -38,13 +38,7 @@ TDP_ESTIMATE_SOURCE = (
 
 def best_seconds(work: Callable[[], object], repeats: int = REPEATS) -> float:
     """The fastest of `repeats` timed runs, after one warm-up run."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timed_runs(work, repeats=repeats, warmup=1))
 
 
 def matmul_flops(dtype: torch.dtype, n: int = MATMUL_N) -> float:

@@ -21,17 +21,27 @@ from effc.compiler.host_cpu import cpu_model, has_bf16_dot, vector_isa
 from effc.runtime.runner import benchmark_vmfb, retain_freed_memory
 
 
+def timed_runs(call: Callable[[], object], *, repeats: int, warmup: int = 3) -> list[float]:
+    """Seconds of each of `repeats` calls of `call()`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        runs.append(time.perf_counter() - start)
+    return runs
+
+
+def median_seconds(call: Callable[[], object], *, repeats: int, warmup: int = 3) -> float:
+    """Median seconds per `call()`, after `warmup` untimed calls."""
+    return statistics.median(timed_runs(call, repeats=repeats, warmup=warmup))
+
+
 def time_torch(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *, repeats: int, warmup: int = 3) -> float:
     """Median seconds per call of `fn(*inputs)` under no_grad, after `warmup` calls."""
     with torch.no_grad():
-        for _ in range(warmup):
-            fn(*inputs)
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(*inputs)
-            runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
+        return median_seconds(lambda: fn(*inputs), repeats=repeats, warmup=warmup)
 
 
 def machine_description() -> dict[str, object]:

@@ -57,6 +57,19 @@ def tool_environment() -> dict[str, str]:
     return env
 
 
+def process_status_kb(key: str, pid: int | str = "self") -> int:
+    """A field of Linux's /proc/PID/status in KiB (VmHWM, VmRSS, RssAnon). OSError where there is none: not Linux,
+    or the process has exited.
+
+    A child's peak is its VmHWM, not its `ru_maxrss`: Linux carries the parent's peak RSS over into a child's
+    `ru_maxrss` at exec, so a tool started from a 1.4 GB Python process reported at least 1.4 GB.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(f"no {key} in /proc/{pid}/status")
+
+
 def load_vmfb(vmfb: bytes | Path, *, device: str = "local-task", parameters: Path | None = None) -> Any:
     """An IREE SystemContext holding the compiled module (and its parameter archive) on `device`.
 

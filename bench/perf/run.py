@@ -2,8 +2,9 @@
 
 For each workload: effc's module timed by iree-benchmark-module (median of repeats, warm-up excluded),
 torch eager and torch.compile timed in their own processes (median of repeats after warm-up), each
-with its process's peak resident memory (ru_maxrss). Results: bench/perf/results/<machine>.json and
-.md, with the machine named.
+with its process's peak resident memory (VmHWM). Then the torch processes time torch and effc's modules
+again, in alternating rounds, for ratios that a drifting machine leaves alone. Results:
+bench/perf/results/<machine>.json and .md, with the machine named.
 
     python -m effc.bench.perf.run [--workloads attention-block,minilm] [--repeats 10] [--configs default,O]
 """
@@ -11,10 +12,9 @@ with its process's peak resident memory (ru_maxrss). Results: bench/perf/results
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,8 +32,8 @@ from effc.bench.perf.workloads import WORKLOADS
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
 from effc.compiler.progress import Stages
-from effc.runtime.benchmark import machine_description, time_torch
-from effc.runtime.runner import retain_freed_memory, tool_environment
+from effc.runtime.benchmark import machine_description, median_seconds, time_torch
+from effc.runtime.runner import process_status_kb, retain_freed_memory, tool_environment
 
 RESULTS = Path(__file__).parent / "results"
 # Configurations beyond "default" (plain `effc compile`) and "O" (`-O`): candidates for `-O` (NOTES.md).
@@ -57,6 +57,8 @@ TRIALS: dict[str, dict[str, Any]] = {
 }
 # torch modes: each also at torch.set_float32_matmul_precision("medium"), effc's "medium" counterpart.
 TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium")
+# Calls per side in each alternating round (`alternate`).
+ALTERNATING_CALLS = 3
 
 
 def config_options(config: str) -> dict[str, Any]:
@@ -77,8 +79,9 @@ def config_options(config: str) -> dict[str, Any]:
     return options
 
 
-def torch_child(workload: str, mode: str, repeats: int) -> None:
-    """Child process: build the workload, time it in eager or torch.compile mode, print JSON."""
+def torch_child(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> None:
+    """Child process: build the workload, time it in eager or torch.compile mode, print JSON. With `vmfbs`, then
+    also time torch and those effc modules in alternating rounds (`alternate`)."""
     mode, _, precision = mode.partition("-")
     retain_freed_memory()  # the heap policy effc's module runs under (measure_iree)
     torch.set_float32_matmul_precision(precision or "highest")
@@ -89,11 +92,43 @@ def torch_child(workload: str, mode: str, repeats: int) -> None:
         fn(*inputs)
     first_call_s = time.perf_counter() - start
     median_s = time_torch(fn, inputs, repeats=repeats)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"median_ms": median_s * 1e3, "first_call_s": first_call_s, "peak_rss_mb": peak_mb}))
+    peak_mb = process_status_kb("VmHWM") / 1024  # before any effc module is loaded
+    result: dict[str, Any] = {"median_ms": median_s * 1e3, "first_call_s": first_call_s, "peak_rss_mb": peak_mb}
+    if vmfbs:
+        result["alternating"] = alternate(fn, inputs, vmfbs, rounds=repeats)
+    print(json.dumps(result))
 
 
-def measure_torch(workload: str, mode: str, repeats: int) -> dict[str, float]:
+def alternate(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], vmfbs: list[Path], rounds: int) -> dict:
+    """Per-round medians (ms) of torch and of each effc module, timed in turn in this one process.
+
+    This VM's speed drifts by up to 1.5x within minutes (NOTES.md, ninth CPU session), and the main table times
+    torch and effc minutes apart. Rounds of a few calls each, alternating, put both under the same conditions, so
+    the per-round ratio is what the drift leaves alone. effc's modules run through IREE's Python runtime here, with
+    their inputs already on the device.
+    """
+    import iree.runtime as rt
+
+    from effc.runtime.runner import load_vmfb
+
+    arrays = [t.detach().numpy() for t in inputs]
+    calls = []
+    for path in vmfbs:
+        context = load_vmfb(path)
+        main, on_device = context.modules.module["main"], [rt.asdevicearray(context.config.device, a) for a in arrays]
+        calls.append((context, lambda main=main, on_device=on_device: main(*on_device)))
+    torch_ms: list[float] = []
+    effc_ms: list[list[float]] = [[] for _ in calls]
+    for index in range(rounds):
+        warmup = 1 if index == 0 else 0
+        torch_ms.append(time_torch(fn, inputs, repeats=ALTERNATING_CALLS, warmup=warmup) * 1e3)
+        for times, (_, call) in zip(effc_ms, calls, strict=True):
+            times.append(median_seconds(call, repeats=ALTERNATING_CALLS, warmup=warmup) * 1e3)
+    return {"torch_ms": torch_ms, "effc_ms": effc_ms}
+
+
+def measure_torch(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> dict[str, Any]:
+    alternate_with = ["--alternate", ",".join(map(str, vmfbs))] if vmfbs else []
     out = subprocess.run(
         [
             sys.executable,
@@ -105,6 +140,7 @@ def measure_torch(workload: str, mode: str, repeats: int) -> dict[str, float]:
             workload,
             "--repeats",
             str(repeats),
+            *alternate_with,
         ],
         capture_output=True,
         text=True,
@@ -114,7 +150,7 @@ def measure_torch(workload: str, mode: str, repeats: int) -> dict[str, float]:
 
 
 def measure_iree(vmfb: Path, inputs: list[np.ndarray], repeats: int, device: str) -> dict[str, float]:
-    """iree-benchmark-module median, and its peak RSS from wait4's rusage for that one child."""
+    """iree-benchmark-module median, and its peak RSS (VmHWM, read while it runs: `process_status_kb`)."""
     from iree.runtime.benchmark import benchmark_exe
 
     with tempfile.TemporaryDirectory(prefix="effc-perf-") as tmp:
@@ -138,8 +174,11 @@ def measure_iree(vmfb: Path, inputs: list[np.ndarray], repeats: int, device: str
             stderr=subprocess.PIPE,
             env=tool_environment(),
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak_kb = 0
+        while proc.poll() is None:
+            with contextlib.suppress(OSError):  # exited between poll and read
+                peak_kb = max(peak_kb, process_status_kb("VmHWM", proc.pid))
+            time.sleep(0.02)
         if proc.returncode != 0:
             raise RuntimeError(
                 f"iree-benchmark-module failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
@@ -150,13 +189,13 @@ def measure_iree(vmfb: Path, inputs: list[np.ndarray], repeats: int, device: str
         for r in rows
         if r["run_type"] == "iteration"
     ]
-    return {"median_ms": statistics.median(runs), "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"median_ms": statistics.median(runs), "peak_rss_mb": peak_kb / 1024}
 
 
 def run(
     workloads: list[str], configs: list[str], repeats: int, save: Callable[[list[dict[str, Any]]], None]
 ) -> list[dict[str, Any]]:
-    """Measure every workload and configuration; `save` gets the rows so far after each one."""
+    """Measure every workload and configuration; `save` gets the rows so far after each workload."""
     from effc.compiler.api import compile_model
 
     rows: list[dict[str, Any]] = []
@@ -164,12 +203,34 @@ def run(
     medium = any(config_options(c).get("matmul_precision") == "medium" for c in configs)
     modes = TORCH_MODES if medium else TORCH_MODES[:2]
     for key in workloads:
-        torch_ms = {}
-        for mode in modes:
-            with stages.stage(f"{key}: torch {mode}"):
-                torch_ms[mode] = measure_torch(key, mode, repeats)
-        eager, compiled_torch = torch_ms["eager"], torch_ms["compile"]
         module, inputs = WORKLOADS[key].build()
+        with tempfile.TemporaryDirectory(prefix="effc-perf-") as tmp:
+            effc_rows: dict[str, dict[str, Any]] = {}  # per configuration that compiled
+            failed: dict[str, str] = {}
+            for config in configs:
+                try:
+                    with stages.stage(f"{key}: effc compile ({config})"):
+                        compiled = compile_model(module, inputs, target="llvm-cpu", **config_options(config))
+                except EffcError as err:  # a configuration that does not compile is a result too
+                    failed[config] = err.message
+                    continue
+                path = Path(tmp) / f"{config}.vmfb"
+                path.write_bytes(compiled.vmfb or b"")
+                with stages.stage(f"{key}: effc run ({config})"):
+                    effc = measure_iree(path, compiled.numpy_inputs(), repeats, "local-task")
+                effc_rows[config] = {
+                    "effc": effc,
+                    "vmfb": path,
+                    "notes": compiled.notes,
+                    "max_relative_error": max(compiled.compare()),
+                }
+            vmfbs = [r["vmfb"] for r in effc_rows.values()]
+            torch_ms = {}
+            for mode in modes:
+                alternating = vmfbs if mode in ("eager", "compile") else []
+                with stages.stage(f"{key}: torch {mode}" + (" and effc in alternating rounds" if alternating else "")):
+                    torch_ms[mode] = measure_torch(key, mode, repeats, alternating)
+        eager, compiled_torch = torch_ms["eager"], torch_ms["compile"]
         for config in configs:
             options = config_options(config)
             row: dict[str, Any] = {
@@ -177,34 +238,43 @@ def run(
                 "description": WORKLOADS[key].name,
                 "config": config,
                 "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
-                "eager": eager,
-                "torch_compile": compiled_torch,
+                "eager": {k: v for k, v in eager.items() if k != "alternating"},
+                "torch_compile": {k: v for k, v in compiled_torch.items() if k != "alternating"},
                 "torch_medium": {mode: torch_ms[mode] for mode in modes[2:]},
             }
-            try:
-                with stages.stage(f"{key}: effc compile ({config})"):
-                    compiled = compile_model(module, inputs, target="llvm-cpu", **options)
-            except EffcError as err:  # a configuration that does not compile is a result too
-                rows.append(row | {"error": err.message})
-                save(rows)
+            if config in failed:
+                rows.append(row | {"error": failed[config]})
                 continue
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "m.vmfb"
-                path.write_bytes(compiled.vmfb or b"")
-                with stages.stage(f"{key}: effc run ({config})"):
-                    effc = measure_iree(path, compiled.numpy_inputs(), repeats, "local-task")
+            found = effc_rows[config]
+            index = list(effc_rows).index(config)
+            effc_ms = found["effc"]["median_ms"]
             rows.append(
                 row
+                | {k: v for k, v in found.items() if k != "vmfb"}
                 | {
-                    "effc": effc,
-                    "notes": compiled.notes,
-                    "speedup_vs_eager": eager["median_ms"] / effc["median_ms"],
-                    "speedup_vs_torch_compile": compiled_torch["median_ms"] / effc["median_ms"],
-                    "max_relative_error": max(compiled.compare()),
+                    "speedup_vs_eager": eager["median_ms"] / effc_ms,
+                    "speedup_vs_torch_compile": compiled_torch["median_ms"] / effc_ms,
+                    "alternating": {
+                        name: round_ratios(torch_ms[mode]["alternating"], index)
+                        for name, mode in (("vs_eager", "eager"), ("vs_torch_compile", "compile"))
+                    },
                 }
             )
-            save(rows)
+        save(rows)
     return rows
+
+
+def round_ratios(alternating: dict[str, Any], index: int) -> dict[str, Any]:
+    """torch's time over effc module `index`'s, round by round: the median ratio and the range."""
+    ratios = sorted(t / e for t, e in zip(alternating["torch_ms"], alternating["effc_ms"][index], strict=True))
+    return {
+        "median": statistics.median(ratios),
+        "min": ratios[0],
+        "max": ratios[-1],
+        "rounds": len(ratios),
+        "torch_ms": statistics.median(alternating["torch_ms"]),
+        "effc_ms": statistics.median(alternating["effc_ms"][index]),
+    }
 
 
 def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> str:
@@ -247,6 +317,26 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
                 for name, r in medium.items()
             ],
         ]
+    alternating = [r for r in rows if "alternating" in r]
+    if alternating:
+        lines += [
+            "",
+            f"The same modules timed in alternating rounds of {ALTERNATING_CALLS} calls a side, in torch's process "
+            "(effc through IREE's Python runtime): medians of the round medians, and torch's time over effc's round "
+            "by round, median (min-max). This VM's speed drifts within minutes; these ratios are what the drift "
+            "leaves alone.",
+            "",
+            "| workload | effc config | rounds | effc ms | eager ms | vs eager | effc ms | torch.compile ms "
+            "| vs torch.compile |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in alternating:
+            g, c = r["alternating"]["vs_eager"], r["alternating"]["vs_torch_compile"]
+            lines.append(
+                f"| {r['description']} | {r['config']} | {c['rounds']} | {g['effc_ms']:.2f} | {g['torch_ms']:.2f} "
+                f"| {g['median']:.2f}x ({g['min']:.2f}-{g['max']:.2f}) | {c['effc_ms']:.2f} | {c['torch_ms']:.2f} "
+                f"| {c['median']:.2f}x ({c['min']:.2f}-{c['max']:.2f}) |"
+            )
     notes = [f"- {r['description']}, {r['config']}: {n}" for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes from the compiler:", "", *notes]
@@ -262,9 +352,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--tag", default="", help="suffix for the results' file names (a trial beside the main table)")
     parser.add_argument("--child", choices=TORCH_MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--alternate", default="", help=argparse.SUPPRESS)  # the child's effc modules, by path
     args = parser.parse_args()
     if args.child:
-        torch_child(args.workloads, args.child, args.repeats)
+        torch_child(args.workloads, args.child, args.repeats, [Path(p) for p in args.alternate.split(",") if p])
         return
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     RESULTS.mkdir(exist_ok=True)

@@ -73,6 +73,7 @@ from effc.runtime.read_train import (
     tokenize,
     train,
 )
+from effc.runtime.runner import process_status_kb
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = (
@@ -152,7 +153,7 @@ class PeakMemory:
         gc.collect()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from the current RSS
-        self.base, self.rss_base = _status_kb("RssAnon"), _status_kb("VmRSS")
+        self.base, self.rss_base = process_status_kb("RssAnon"), process_status_kb("VmRSS")
         self._peak = self.base
         self.mapped_kb = 0
         self._done = threading.Event()
@@ -161,32 +162,25 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._done.wait(0.002):
-            self._peak = max(self._peak, _status_kb("RssAnon"))
+            self._peak = max(self._peak, process_status_kb("RssAnon"))
 
     def count_mapping(self, path: Path) -> None:
         """Add the resident size of `path`'s mappings (call while they are at their largest)."""
         self.mapped_kb = max(self.mapped_kb, _mapped_kb(path))
 
     def peak_mb(self) -> float:
-        self._peak = max(self._peak, _status_kb("RssAnon"))
+        self._peak = max(self._peak, process_status_kb("RssAnon"))
         return (self._peak - self.base + self.mapped_kb) / 1024
 
     def new_phase(self) -> float:
         """The peak so far; the next `peak_mb` covers only what follows (same baseline)."""
         peak = self.peak_mb()
         gc.collect()
-        self._peak, self.mapped_kb = _status_kb("RssAnon"), 0
+        self._peak, self.mapped_kb = process_status_kb("RssAnon"), 0
         return peak
 
     def hwm_mb(self) -> float:
-        return (_status_kb("VmHWM") - self.rss_base) / 1024
-
-
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/self/status")
+        return (process_status_kb("VmHWM") - self.rss_base) / 1024
 
 
 def _mapped_kb(path: Path) -> int:

@@ -1,0 +1,44 @@
+"""bench/perf's alternating rounds: torch and effc modules timed in turn, and the ratios drawn from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import effc
+from effc.bench.perf.run import alternate, measure_iree, round_ratios
+from effc.tests import model_zoo
+
+
+def test_round_ratios_are_taken_round_by_round() -> None:
+    alternating = {"torch_ms": [10.0, 20.0, 30.0], "effc_ms": [[1.0, 1.0, 1.0], [5.0, 5.0, 10.0]]}
+    assert round_ratios(alternating, 1) == {
+        "median": 3.0,
+        "min": 2.0,
+        "max": 4.0,
+        "rounds": 3,
+        "torch_ms": 20.0,
+        "effc_ms": 5.0,
+    }
+
+
+def test_alternate_times_torch_and_every_module_in_each_round(tmp_path: Path) -> None:
+    model, inputs = model_zoo.mlp()
+    paths = []
+    for name, flags in (("plain", ()), ("reassociated", ("--iree-llvmcpu-reassociate-fp-reductions",))):
+        paths.append(tmp_path / f"{name}.vmfb")
+        paths[-1].write_bytes(effc.compile(model, inputs, iree_flags=flags).vmfb or b"")
+    result = alternate(model, inputs, paths, rounds=4)
+    assert len(result["torch_ms"]) == 4 and [len(times) for times in result["effc_ms"]] == [4, 4]
+    assert all(t > 0 for t in result["torch_ms"]) and all(t > 0 for times in result["effc_ms"] for t in times)
+
+
+def test_the_iree_tools_peak_memory_is_its_own(tmp_path: Path) -> None:
+    """Not this process's: Linux hands a parent's peak RSS to a child's ru_maxrss at exec."""
+    model, inputs = model_zoo.mlp()
+    path = tmp_path / "mlp.vmfb"
+    path.write_bytes(effc.compile(model, inputs).vmfb or b"")
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident here
+    result = measure_iree(path, [t.numpy() for t in inputs], repeats=2, device="local-task")
+    assert ballast.sum() > 0 and 1 < result["peak_rss_mb"] < 300 and result["median_ms"] > 0
