@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from effc.compiler.host_cpu import has_bf16_dot
+from effc.compiler.host_cpu import has_bf16_dot, vector_isa
 
 ZEN3 = "flags\t\t: fpu sse2 avx fma avx2 bmi2 vaes vpclmulqdq"
 ZEN4 = "flags\t\t: fpu avx2 avx512f avx512bw avx512_vnni avx512_bf16 vpclmulqdq"
@@ -20,3 +20,18 @@ NEOVERSE_N1 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics as
 def test_bf16_dot_products_are_read_from_the_first_cpus_flags(cpuinfo: str, expected: bool | None) -> None:
     lines = ["processor\t: 0", "model name\t: some CPU", *cpuinfo.splitlines(), "processor\t: 1"]
     assert has_bf16_dot(lines) is expected
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        (ZEN3, "avx2"),
+        (ZEN4, "avx512"),
+        (SAPPHIRE_RAPIDS, "avx512"),
+        (NEOVERSE_V1, "sve"),
+        (NEOVERSE_N1, "neon"),
+        ("", ""),
+    ],
+)
+def test_vector_isa_is_the_widest_the_flags_name(cpuinfo: str, expected: str) -> None:
+    assert vector_isa(cpuinfo.splitlines()) == expected

@@ -99,7 +99,9 @@ def torch_child(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> No
     print(json.dumps(result))
 
 
-def alternate(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], vmfbs: list[Path], rounds: int) -> dict:
+def alternate(
+    fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], vmfbs: list[Path], rounds: int
+) -> dict[str, Any]:
     """Per-round medians (ms) of torch and of each effc module, timed in turn in this one process.
 
     This VM's speed drifts by up to 1.5x within minutes (NOTES.md, ninth CPU session), and the main table times
@@ -116,7 +118,7 @@ def alternate(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], vmfbs: l
     for path in vmfbs:
         context = load_vmfb(path)
         main, on_device = context.modules.module["main"], [rt.asdevicearray(context.config.device, a) for a in arrays]
-        calls.append((context, lambda main=main, on_device=on_device: main(*on_device)))
+        calls.append((context, lambda main=main, on_device=on_device: main(*on_device)))  # context: keeps it loaded
     torch_ms: list[float] = []
     effc_ms: list[list[float]] = [[] for _ in calls]
     for index in range(rounds):
@@ -281,7 +283,7 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
     lines = [
         f"# effc performance set on {machine['cpu']} ({machine['cores']} cores, {machine['vector_isa']}), {when}",
         "",
-        "Median ms per call (repeats after warm-up; inputs random). Peak = the process's max RSS.",
+        "Median ms per call (repeats after warm-up; inputs random). Peak = the process's peak resident memory (VmHWM).",
         "Speedup > 1 means effc is faster.",
         "",
         "| workload | effc config | effc ms | eager ms | torch.compile ms | vs eager | vs torch.compile "
