@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from effc.compiler.host_cpu import cpu_model
+from effc.compiler.host_cpu import cpu_model, has_bf16_dot, vector_isa
 from effc.passes.hardware import HARDWARE_JSON, read_table
 from effc.runtime.benchmark import timed_runs
 
@@ -96,6 +96,11 @@ def host_entry() -> dict[str, Any]:
     return {
         "name": f"{cpu_model()} ({vcpus} vCPUs)",
         "kind": "cpu",
+        "cpu_features": {  # `effc profile` notes when it runs on a CPU unlike this one
+            "vector_isa": vector_isa(),
+            "bf16_dot": has_bf16_dot(),
+            "source": f"measured {date}: the flags of /proc/cpuinfo",
+        },
         "peak_flops": {dtype: peak[dtype] for dtype in ("f64", "f32", "tf32", "bf16", "f16", "int8")},
         "memory_bandwidth": {
             "value": bandwidth,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from effc.compiler.errors import EffcError
+from effc.compiler.host_cpu import has_bf16_dot, vector_isa
 
 HARDWARE_JSON = Path(__file__).parent / "data" / "hardware.json"
 SCHEMA_VERSION = 1
@@ -66,6 +67,25 @@ def load_hardware(name: str) -> Hardware:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EffcError(f"unknown hardware target '{name}'{hint} (known: {', '.join(devices)})")
     return _hardware(name)
+
+
+def host_cpu_mismatch(name: str = "host-cpu") -> str | None:
+    """Why entry `name`'s peaks may not hold on this machine: they were measured on a CPU with another vector ISA
+    or bf16 support (two VMs both called "AMD EPYC" differed 3x in f32). None where they match or it is unknown."""
+    features = _devices()[name].get("cpu_features")
+    if features is None:
+        return None
+    here = {"vector_isa": vector_isa(), "bf16_dot": has_bf16_dot()}
+    if here["bf16_dot"] is None or all(features[key] == value for key, value in here.items()):
+        return None
+
+    def describe(cpu: dict[str, Any]) -> str:
+        return f"{cpu['vector_isa']}, {'with' if cpu['bf16_dot'] else 'no'} bf16"
+
+    return (
+        f"{HARDWARE_JSON.name}'s {name} was measured on another CPU ({describe(features)}; this one: "
+        f"{describe(here)}), so its predicted times are not this machine's: rerun python -m effc.bench.measure_host"
+    )
 
 
 @functools.cache

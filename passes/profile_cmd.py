@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from effc.compiler.loader import load_model
     from effc.compiler.progress import Stages
     from effc.passes.dispatch_profile import attribute, check_device, dispatch_ops, hal_profile, tag_ops
-    from effc.passes.hardware import load_hardware
+    from effc.passes.hardware import host_cpu_mismatch, load_hardware
     from effc.passes.profile import PREFIX, ProfilePass
     from effc.passes.report import ProfileReport, print_summary, write_report
 
@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     check_device(device)
     options = model_options(args, args.pass_pipeline)
     stages = Stages()
+    mismatch = host_cpu_mismatch(hardware.id) if hardware.kind == "cpu" else None
+    if mismatch:
+        stages.note(mismatch)
     with stages.stage("load model"):
         loaded = load_model(args.model, trust_pickle=args.trust_pickle)
     with stages.stage("export and import to torch-mlir"):

@@ -228,9 +228,19 @@ def test_report_is_self_contained_and_renders_sections(tmp_path: Path) -> None:
     assert data["sections"][0]["title"] == "carbon"
 
 
-def test_effc_profile_command_maps_dispatches_to_op_classes(effc_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_effc_profile_command_maps_dispatches_to_op_classes(
+    effc_cli: Callable[..., CliResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from effc.passes import hardware
+
+    monkeypatch.setattr(hardware, "vector_isa", lambda: "avx2")  # a CPU unlike the one host-cpu was measured on
+    monkeypatch.setattr(hardware, "has_bf16_dot", lambda: False)
     result = effc_cli("profile", "effc.tests.model_zoo:conv_net", "--repetitions", "3", "-o", str(tmp_path / "r"))
     assert result.code == 0, result.err
+    assert (
+        "hardware.json's host-cpu was measured on another CPU (avx512, with bf16; this one: avx2, no bf16), so its "
+        "predicted times are not this machine's: rerun python -m effc.bench.measure_host"
+    ) in " ".join((result.out + result.err).split())
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["dispatches"], "no dispatch timings"
     assert all(d["root_op"] is not None for d in data["dispatches"] if "conv" in d["name"])
