@@ -96,7 +96,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=MATMUL_PRECISIONS,
         default="highest",
         help="as torch.set_float32_matmul_precision: 'medium' rounds matmul inputs to bf16 and accumulates in f32 "
-        "(about 1e-2 relative error; MiniLM 1.8x faster on an AVX512-BF16 CPU). Default: highest",
+        "(about 1e-2 relative error; MiniLM 1.8x faster on an AVX512-BF16 CPU); on a CPU without bf16 dot products "
+        "it stays f32, with a note. Default: highest",
     )
     parser.add_argument(
         "--trust-pickle",
