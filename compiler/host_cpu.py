@@ -28,9 +28,10 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
-def cpu_flags(cpuinfo_lines: list[str]) -> frozenset[str] | None:
-    """The first CPU's feature flags (x86 `flags`, Arm `Features`), or None where cpuinfo has none."""
-    for line in cpuinfo_lines:
+def cpu_flags(cpuinfo_lines: list[str] | None = None) -> frozenset[str] | None:
+    """The first CPU's feature flags (x86 `flags`, Arm `Features`) from these cpuinfo lines or this machine's; None
+    where cpuinfo has none."""
+    for line in _cpuinfo_lines() if cpuinfo_lines is None else cpuinfo_lines:
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
@@ -39,14 +40,14 @@ def cpu_flags(cpuinfo_lines: list[str]) -> frozenset[str] | None:
 
 def has_bf16_dot(cpuinfo_lines: list[str] | None = None) -> bool | None:
     """Whether the CPU has bf16 dot-product instructions; None where that cannot be read (not Linux)."""
-    flags = cpu_flags(_cpuinfo_lines() if cpuinfo_lines is None else cpuinfo_lines)
+    flags = cpu_flags(cpuinfo_lines)
     return None if flags is None else bool(flags & BF16_DOT_FLAGS)
 
 
 def vector_isa(cpuinfo_lines: list[str] | None = None) -> str:
     """The widest vector instruction set of the CPU ("avx512", "avx2", "sve", "neon"; "" where unknown). Two
     CPUs of one marketing name ("AMD EPYC" in a VM) can differ in it, and with it in every timing."""
-    flags = cpu_flags(_cpuinfo_lines() if cpuinfo_lines is None else cpuinfo_lines) or frozenset()
+    flags = cpu_flags(cpuinfo_lines) or frozenset()
     for flag, isa in (("avx512f", "avx512"), ("avx2", "avx2"), ("sve", "sve"), ("asimd", "neon")):
         if flag in flags:
             return isa
