@@ -28,6 +28,7 @@ from effc.compiler.optimize import (
     MatmulPrecision,
     precision_fallback_flags,
     precision_flags,
+    with_precision_passes,
 )
 from effc.compiler.parameters import externalize, write_archive
 from effc.compiler.progress import Stages
@@ -132,10 +133,12 @@ def compile_model(
     check_target(target)
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
     stages = Stages(enabled=progress)
-    demotion = precision_flags(target, matmul_precision, stages.note)
+    precision_options = precision_flags(target, matmul_precision, stages.note)
+    demotion = precision_options if matmul_precision == "medium" else ()
     if demotion:
         iree_flags, optional_iree_flags = _without_demotion_blockers(iree_flags, optional_iree_flags, stages)
-    optional_iree_flags = tuple(dict.fromkeys((*optional_iree_flags, *demotion)))
+    optional_iree_flags = tuple(dict.fromkeys((*optional_iree_flags, *precision_options)))
+    pipeline = with_precision_passes(pipeline, matmul_precision)
     temps = Path(save_temps) if save_temps is not None else None
     if temps is not None:
         temps.mkdir(parents=True, exist_ok=True)
@@ -203,7 +206,7 @@ def compile_model(
                     )
                     return run(substitutions)
 
-            fallback = precision_fallback_flags(target, matmul_precision) if demotion else ()
+            fallback = precision_fallback_flags(target, matmul_precision)
             vmfb, demotion = compile_with_optional_flags(
                 iree, iree_flags, optional_iree_flags, demotion, stages, fallback
             )
@@ -220,7 +223,7 @@ def compile_model(
         dict(stages.timings),
         archive if vmfb is not None else None,
         stages.notes,
-        "medium" if demotion and emit == "vmfb" else "highest",
+        "highest" if matmul_precision == "medium" and not (demotion and emit == "vmfb") else matmul_precision,
     )
 
 

@@ -303,6 +303,13 @@ class Builder:
             "torch.constant.bool", [], [ir.Type.parse("!torch.bool")], {"value": ir.BoolAttr.get(value)}
         ).result
 
+    def float(self, value: float) -> ir.Value:
+        attr = ir.FloatAttr.get(ir.F64Type.get(), value, loc=self.loc)
+        return self.op("torch.constant.float", [], [ir.Type.parse("!torch.float")], {"value": attr}).result
+
+    def none(self) -> ir.Value:
+        return self.op("torch.constant.none", [], [ir.Type.parse("!torch.none")]).result
+
     def int_list(self, values: Sequence[int]) -> ir.Value:
         items = [self.int(v) for v in values]
         return self.op("torch.prim.ListConstruct", items, [ir.Type.parse("!torch.list<int>")]).result

@@ -15,7 +15,7 @@ from typing import Any
 
 from effc.compiler.compile_cmd import add_model_arguments, model_options
 from effc.compiler.errors import EffcError
-from effc.compiler.optimize import precision_fallback_flags, precision_flags
+from effc.compiler.optimize import precision_fallback_flags, precision_flags, with_precision_passes
 
 DEFAULT_HARDWARE = {"llvm-cpu": "host-cpu", "cuda": "h100-sxm"}
 
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     device = RUNTIME_DEVICE[args.target]
     check_device(device)
     options = model_options(args, args.pass_pipeline)
+    options["pipeline"] = with_precision_passes(options["pipeline"], args.matmul_precision)
     stages = Stages()
     mismatch = host_cpu_mismatch(hardware.id) if hardware.kind == "cpu" else None
     if mismatch:

@@ -153,14 +153,9 @@ def _raise(site: Site) -> None:
     _check_private(site, inputs)
     b = Builder(site.pv)  # Q, K, V and the mask all come before the P·V matmul
     if mask is None:
-        mask = b.op("torch.constant.none", [], [ir.Type.parse("!torch.none")]).result
-    operands = [site.q, site.k, site.values, mask, _float(b, 0.0), b.bool(False), _float(b, site.scale), b.bool(False)]
+        mask = b.none()
+    operands = [site.q, site.k, site.values, mask, b.float(0.0), b.bool(False), b.float(site.scale), b.bool(False)]
     site.output.replace_all_uses_with(b.op(SDPA, operands, [site.output.type]).result)
-
-
-def _float(b: Builder, value: float) -> ir.Value:
-    attr = ir.FloatAttr.get(ir.F64Type.get(), value, loc=b.loc)
-    return b.op("torch.constant.float", [], [ir.Type.parse("!torch.float")], {"value": attr}).result
 
 
 def raise_module(module: ir.Operation) -> str:

@@ -44,6 +44,12 @@ def _profile() -> type[ModulePass]:
     return ProfilePass
 
 
+def _quantize_dynamic() -> type[ModulePass]:
+    from effc.passes.quantize_dynamic import QuantizeDynamicPass
+
+    return QuantizeDynamicPass
+
+
 def _raise_attention() -> type[ModulePass]:
     from effc.passes.raise_attention import RaiseAttentionPass
 
@@ -76,6 +82,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-lower-to-linalg": _lower_to_linalg,
     "effc-narrow-softmax": _narrow_softmax,
     "effc-profile": _profile,
+    "effc-quantize-dynamic": _quantize_dynamic,
     "effc-raise-attention": _raise_attention,
     "effc-read-taps": _read_taps,
     "effc-split-projections": _split_projections,

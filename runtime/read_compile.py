@@ -22,7 +22,8 @@ from effc.compiler.importer import ImportedModel, import_model, resolve_attentio
 from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target, compile_mlir
 from effc.compiler.loader import LoadedModel
 from effc.compiler.models import EncoderWrapper
-from effc.compiler.optimize import precision_flags
+from effc.compiler.optimize import precision_flags, with_precision_passes
+from effc.passes import run as run_pipeline
 from effc.runtime.read import ReadHead, ReadModel
 from effc.runtime.runner import retain_freed_memory
 
@@ -102,11 +103,15 @@ def backbone_vmfb(
 
     `matmul_precision="medium"` compiles its matmuls with bf16 inputs (`effc compile --matmul-precision`): the
     states the side network trains on change by ~1e-2 relative, and the backbone runs faster in less memory.
-    On a CPU without bf16 dot products it stays f32, with a warning, as `effc compile` does.
+    On a CPU without bf16 dot products it stays f32, with a warning, as `effc compile` does. "int8" quantizes
+    its matmuls by constant weights (`effc-quantize-dynamic`).
     """
     ids = torch.zeros(batch_size, max_length, dtype=torch.int64)
     imported = import_tapped(backbone, (ids, torch.ones_like(ids)), check_target(target))
     flags = list(precision_flags(target, matmul_precision, lambda text: warnings.warn(text, stacklevel=4)))
+    quantization = with_precision_passes(None, matmul_precision)
+    if quantization is not None:
+        run_pipeline(imported.module, quantization)
     return compile_mlir(str(imported.module), target=target, extra_flags=flags)
 
 

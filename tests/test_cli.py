@@ -109,18 +109,25 @@ def test_hugging_face_directory(effc_cli: EffcCli, tmp_path: Path) -> None:
     assert max(summary["relative_error_vs_torch"]) <= 1e-4
 
 
-@pytest.mark.usefixtures("bf16_cpu")
-def test_medium_matmul_precision_checks_against_its_own_tolerance(effc_cli: EffcCli, tmp_path: Path) -> None:
+# (precision, its --check tolerance, the least error that shows its rounding acted: f32 gives ~1e-6)
+LOWER_PRECISIONS = [("medium", 3e-2, 2e-5), ("int8", 0.2, 1e-4)]
+
+
+@pytest.mark.usefixtures("bf16_cpu")  # "medium" is bf16 on any host
+@pytest.mark.parametrize(("precision", "tolerance", "floor"), LOWER_PRECISIONS)
+def test_lower_matmul_precision_checks_against_its_own_tolerance(
+    effc_cli: EffcCli, tmp_path: Path, precision: str, tolerance: float, floor: float
+) -> None:
     model, _ = model_zoo.bert()
     directory = tmp_path / "tiny-bert"
     model.model.save_pretrained(directory)
     summary_file = tmp_path / "s.json"
     result = effc_cli(
-        "compile", str(directory), "-o", str(tmp_path / "b.vmfb"), "--check", "--matmul-precision", "medium",
+        "compile", str(directory), "-o", str(tmp_path / "b.vmfb"), "--check", "--matmul-precision", precision,
         "--json", str(summary_file),
     )  # fmt: skip
     assert result.code == 0, result.err
-    assert "(tolerance 3e-02, matmul precision 'medium')" in " ".join(result.out.split())
+    assert f"(tolerance {tolerance:.0e}, matmul precision '{precision}')" in " ".join(result.out.split())
     summary = json.loads(summary_file.read_text())
-    assert summary["matmul_precision"] == "medium" and summary["tolerance"] == 3e-2
-    assert 2e-5 < max(summary["relative_error_vs_torch"]) <= 3e-2  # f32 gives ~1e-6: bf16 rounding acted
+    assert summary["matmul_precision"] == precision and summary["tolerance"] == tolerance
+    assert floor < max(summary["relative_error_vs_torch"]) <= tolerance

@@ -278,7 +278,7 @@ def test_medium_precision_falls_back_to_global_data_tiling_where_iree_rejects_th
 
 def test_unknown_matmul_precision_is_a_one_line_error() -> None:
     model, inputs = model_zoo.mlp()
-    with pytest.raises(EffcError, match=r"^unknown matmul precision 'high'; use one of: highest, medium$"):
+    with pytest.raises(EffcError, match=r"^unknown matmul precision 'high'; use one of: highest, medium, int8$"):
         effc.compile(model, inputs, matmul_precision="high")  # type: ignore[arg-type]
 
 

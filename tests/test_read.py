@@ -499,20 +499,22 @@ def test_backbone_shape_needs_a_hugging_face_encoder() -> None:
         backbone_shape(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.usefixtures("bf16_cpu")
-def test_backbone_with_bf16_matmuls_stays_close_to_the_f32_one(
-    encoder: tuple[torch.nn.Module, object], compiled_backbone: object
+@pytest.mark.usefixtures("bf16_cpu")  # "medium" is bf16 on any host
+@pytest.mark.parametrize(("precision", "floor"), [("medium", 2e-5), ("int8", 1e-4)])
+def test_backbone_at_lower_precision_stays_close_to_the_f32_one(
+    encoder: tuple[torch.nn.Module, object], compiled_backbone: object, precision: str, floor: float
 ) -> None:
-    """`matmul_precision="medium"` must change the states (bf16 rounding acted) by no more than its tolerance."""
+    """bf16 matmul inputs or int8 matmuls must change the states (f32 gives ~1e-6: the rounding acted) by no more than
+    the precision's tolerance."""
     from effc.compiler.optimize import CHECK_TOLERANCE
     from effc.runtime.read_compile import compile_backbone
     from effc.runtime.runner import relative_error
 
-    bf16 = compile_backbone(encoder[0], batch_size=16, max_length=16, target="llvm-cpu", matmul_precision="medium")
+    lower = compile_backbone(encoder[0], batch_size=16, max_length=16, target="llvm-cpu", matmul_precision=precision)
     ids = np.random.default_rng(0).integers(5, encoder[0].config.vocab_size, (4, 16))  # type: ignore[attr-defined]
     mask = np.ones_like(ids)
-    for ours, reference in zip(bf16(ids, mask), compiled_backbone(ids, mask), strict=True):  # type: ignore[operator]
-        assert 2e-5 < relative_error(ours, reference) <= CHECK_TOLERANCE["medium"]
+    for ours, reference in zip(lower(ids, mask), compiled_backbone(ids, mask), strict=True):  # type: ignore[operator]
+        assert floor < relative_error(ours, reference) <= CHECK_TOLERANCE[precision]
 
 
 def test_backbone_stays_f32_with_a_warning_on_a_cpu_without_bf16_dot_products(

@@ -126,6 +126,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# Accuracy at each matmul precision, {machine['cpu']} ({machine['cores']} cores), {result['measured']}",
         "",
         "effc modules compiled with `-O` for llvm-cpu. 'medium' = matmul inputs rounded to bf16, f32 accumulation.",
+        "'int8' = matmuls by constant weights in int8 (weights per output channel, activations per row), int32 "
+        "accumulation.",
         "Relative error: of each output against torch eager's (largest over documents).",
         "",
         "## MiniLM: Lee corpus similarity (50 documents, 128 tokens; human judgments from gensim)",

@@ -43,6 +43,7 @@ TRIALS: dict[str, dict[str, Any]] = {
     "O+O3": {"iree_flags": ("--iree-opt-level=O3", "--iree-llvmcpu-stack-allocation-limit=131072")},
     "O-ukernels": {"optional_iree_flags": ("--iree-dispatch-creation-data-tiling",)},
     "O+medium": {"matmul_precision": "medium"},
+    "O+int8": {"matmul_precision": "int8"},
     "O+split": {"pipeline": "builtin.module(effc-split-projections)"},
     "O-hoist": {"pipeline": None},
     "O-hoist+medium": {"pipeline": None, "matmul_precision": "medium"},
@@ -55,8 +56,11 @@ TRIALS: dict[str, dict[str, Any]] = {
     # Eighth CPU session: in-order FP reductions, as before `-O` reassociated them.
     "O-reassoc": {"iree_flags": ()},
 }
-# torch modes: each also at torch.set_float32_matmul_precision("medium"), effc's "medium" counterpart.
-TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium")
+# torch modes: each also at torch.set_float32_matmul_precision("medium"), effc's "medium" counterpart, and eager
+# with torch.ao's dynamic int8 quantization of every nn.Linear, effc's "int8" counterpart.
+TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium", "eager-int8")
+# The torch modes measured beside effc configurations of each lower matmul precision.
+PRECISION_MODES = {"medium": ("eager-medium", "compile-medium"), "int8": ("eager-int8",)}
 # Calls per side in each alternating round (`alternate`).
 ALTERNATING_CALLS = 3
 
@@ -84,8 +88,10 @@ def torch_child(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> No
     also time torch and those effc modules in alternating rounds (`alternate`)."""
     mode, _, precision = mode.partition("-")
     retain_freed_memory()  # the heap policy effc's module runs under (measure_iree)
-    torch.set_float32_matmul_precision(precision or "highest")
+    torch.set_float32_matmul_precision("medium" if precision == "medium" else "highest")
     module, inputs = WORKLOADS[workload].build()
+    if precision == "int8":
+        module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
     fn = torch.compile(module) if mode == "compile" else module
     start = time.perf_counter()
     with torch.no_grad():
@@ -202,8 +208,8 @@ def run(
 
     rows: list[dict[str, Any]] = []
     stages = Stages()
-    medium = any(config_options(c).get("matmul_precision") == "medium" for c in configs)
-    modes = TORCH_MODES if medium else TORCH_MODES[:2]
+    precisions = {config_options(c).get("matmul_precision") for c in configs}
+    modes = ("eager", "compile", *(m for p, found in PRECISION_MODES.items() if p in precisions for m in found))
     for key in workloads:
         module, inputs = WORKLOADS[key].build()
         with tempfile.TemporaryDirectory(prefix="effc-perf-") as tmp:
@@ -242,7 +248,8 @@ def run(
                 "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
                 "eager": {k: v for k, v in eager.items() if k != "alternating"},
                 "torch_compile": {k: v for k, v in compiled_torch.items() if k != "alternating"},
-                "torch_medium": {mode: torch_ms[mode] for mode in modes[2:]},
+                "torch_medium": {mode: torch_ms[mode] for mode in PRECISION_MODES["medium"] if mode in torch_ms},
+                "torch_int8": {mode: torch_ms[mode] for mode in PRECISION_MODES["int8"] if mode in torch_ms},
             }
             if config in failed:
                 rows.append(row | {"error": failed[config]})
@@ -317,6 +324,21 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
                 f"| {name} | {r['torch_medium']['eager-medium']['median_ms']:.2f} "
                 f"| {r['torch_medium']['compile-medium']['median_ms']:.2f} |"
                 for name, r in medium.items()
+            ],
+        ]
+    int8 = {r["description"]: r for r in rows if r.get("torch_int8")}
+    if int8:
+        lines += [
+            "",
+            "torch eager with `torch.ao.quantization.quantize_dynamic` on every nn.Linear (qint8; effc's "
+            "`--matmul-precision int8` counterpart), same run:",
+            "",
+            "| workload | eager int8 ms | eager int8 peak MB |",
+            "|---|---:|---:|",
+            *[
+                f"| {name} | {r['torch_int8']['eager-int8']['median_ms']:.2f} "
+                f"| {r['torch_int8']['eager-int8']['peak_rss_mb']:.0f} |"
+                for name, r in int8.items()
             ],
         ]
     alternating = [r for r in rows if "alternating" in r]

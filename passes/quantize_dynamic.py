@@ -1,0 +1,123 @@
+"""`effc-quantize-dynamic`: int8 matmuls on constant weights, activations quantized at run time.
+
+The CPU counterpart of torch.ao's dynamic quantization of `nn.Linear`, for hosts where f32 matmuls are
+already at the GEMM roofline and bf16 has no fast path (AVX2: bench/perf/NOTES.md). Each `aten.mm` of an
+activation by a constant f32 weight (a `torch.vtensor.literal`, possibly transposed, as torch-mlir imports
+`nn.Linear`) becomes
+
+    s_w = max|W| / 127 per output column      (a constant expression: IREE's const-eval folds it, and the
+    W_q = int8(round(W / s_w))                  module stores W_q in int8 and s_w in f32)
+    s_x = max|x| / 127 per row                (at run time)
+    x_q = int8(round(x / s_x))
+    y   = f32(mm(x_q, W_q) : int32) * s_x * s_w
+
+Symmetric, per output channel for weights and per row (token) for activations, int32 accumulation: IREE's
+mmt4d ukernels run the int8 matmul about twice as fast as f32 on AVX2, and the weights take a quarter of the
+memory. Rounding every activation row to 8 bits costs accuracy (about 7% relative error on MiniLM's hidden
+states, as torch's own dynamic quantization): `--matmul-precision int8` measures it with `--check`, and
+bench/perf/accuracy.py on the task.
+
+Left as they are, counted by reason in the module attribute `effc.quantize_dynamic`: matmuls whose right
+operand is not a constant, that are not f32, or have dynamic shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from torch_mlir import ir
+
+from effc.passes.base import ModulePass
+from effc.passes.chai import functions
+from effc.passes.chai_narrow import Builder, TensorType, constant_int_list, producer, tensor_type
+from effc.passes.site_rewrites import Skip, rewrite_sites
+
+REPORT_ATTRIBUTE = "effc.quantize_dynamic"
+# torch's ScalarType codes, as `aten.to.dtype` takes them.
+_INT8, _F32 = 1, 6
+_INT8_MAX = 127.0
+# The smallest scale: a row or column of zeros quantizes to zeros instead of dividing by zero.
+_MIN_SCALE = 1e-30
+_TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
+
+
+def _is_constant_weight(value: ir.Value) -> bool:
+    """A literal, or a literal transposed (how torch-mlir imports `nn.Linear`'s weight)."""
+    op = producer(value)
+    while op is not None and op.name in _TRANSPOSES:
+        if op.name == "torch.aten.permute" and constant_int_list(op.operands[1]) not in ([1, 0], [-1, -2]):
+            return False
+        op = producer(op.operands[0])
+    return op is not None and op.name == "torch.vtensor.literal"
+
+
+def _scale_and_quantize(b: Builder, x: ir.Value, axis: int) -> tuple[ir.Value, ir.Value]:
+    """(scale, int8 values) of `x` ([rows, cols], f32), symmetric, one scale per slice across `axis`."""
+    xt = tensor_type(x)
+    assert xt is not None
+    f32 = xt.dtype
+    reduced = TensorType((*xt.shape[:axis], 1, *xt.shape[axis + 1 :]), f32).ir_type()
+    magnitude = b.op("torch.aten.abs", [x], [x.type]).result
+    peak = b.op("torch.aten.amax", [magnitude, b.int_list([axis]), b.bool(True)], [reduced]).result
+    floor = b.op("torch.aten.clamp_min", [peak, b.float(_MIN_SCALE * _INT8_MAX)], [reduced]).result
+    scale = b.op("torch.aten.div.Scalar", [floor, b.float(_INT8_MAX)], [reduced]).result
+    scaled = b.op("torch.aten.div.Tensor", [x, scale], [x.type]).result
+    rounded = b.op("torch.aten.round", [scaled], [x.type]).result
+    return scale, _cast(b, rounded, _INT8, "si8")
+
+
+def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
+    xt = tensor_type(x)
+    assert xt is not None
+    out = TensorType(xt.shape, dtype).ir_type()
+    operands = [x, b.int(code), b.bool(False), b.bool(False), b.none()]
+    return b.op("torch.aten.to.dtype", operands, [out]).result
+
+
+def _quantize(mm: ir.Operation) -> None:
+    """Replace `mm`'s result with the int8 form above (raises `Skip` where it does not apply)."""
+    x, w = mm.operands[0], mm.operands[1]
+    if not _is_constant_weight(w):
+        raise Skip("weight not a constant")
+    types = [tensor_type(v) for v in (x, w, mm.results[0])]
+    if any(t is None or t.dtype != "f32" for t in types):
+        raise Skip("not f32")
+    if not all(t is not None and t.static for t in types):
+        raise Skip("dynamic shape")
+    out = types[2]
+    assert out is not None
+    b = Builder(mm)
+    x_scale, x_q = _scale_and_quantize(b, x, axis=1)
+    w_scale, w_q = _scale_and_quantize(b, w, axis=0)
+    accumulated = b.op("torch.aten.mm", [x_q, w_q], [TensorType(out.shape, "si32").ir_type()]).result
+    product = _cast(b, accumulated, _F32, "f32")
+    rows = b.op("torch.aten.mul.Tensor", [product, x_scale], [mm.results[0].type]).result
+    y = b.op("torch.aten.mul.Tensor", [rows, w_scale], [mm.results[0].type]).result
+    mm.results[0].replace_all_uses_with(y)
+
+
+def quantize_module(module: ir.Operation) -> str:
+    """Quantize every f32 matmul by a constant weight in `module` (a builtin.module op); returns the report."""
+    with module.context:
+        matmuls = [
+            op.operation
+            for _, _, block in functions(module)
+            for op in block.operations
+            if op.operation.name == "torch.aten.mm"
+        ]
+        return rewrite_sites(
+            module, matmuls, _quantize, attribute=REPORT_ATTRIBUTE, what="matmuls by constant weights in int8"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeDynamicPass(ModulePass):
+    name: ClassVar[str] = "effc-quantize-dynamic"
+    description: ClassVar[str] = (
+        "Dynamic int8 quantization of matmuls by constant weights (torch.ao's quantize_dynamic of Linear): "
+        "weights per output channel at compile time, activations per row at run time, int32 accumulation."
+    )
+
+    def apply(self, module: ir.Operation) -> None:
+        quantize_module(module)

@@ -1,0 +1,63 @@
+// effc-quantize-dynamic: an f32 matmul by a constant weight becomes an int8 x int8 -> int32 matmul. The weight is
+// quantized per output column by a constant expression (IREE's const-eval folds it to int8 data), the activation
+// per row at run time, both symmetric (max|v| / 127); the int32 product is scaled back by both scales. Matmuls of
+// two activations and non-f32 matmuls are left, counted by reason in the module attribute effc.quantize_dynamic.
+
+// RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
+
+// CHECK:       module attributes {effc.quantize_dynamic = "1/3 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1)"}
+// nn.Linear as torch-mlir imports it: mm by the permuted weight literal.
+// CHECK-LABEL: func.func @linear(
+// CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
+// CHECK:         %[[W:.*]] = torch.vtensor.literal(dense<{{.*}}> : tensor<2x3xf32>)
+// CHECK:         %[[WT:.*]] = torch.aten.permute %[[W]]
+// The activation's scale: max |x| over each row, / 127; to.dtype's 1 is int8, 6 is f32.
+// CHECK:         %[[XABS:.*]] = torch.aten.abs %[[X]]
+// CHECK-NEXT:    %[[ONE:.*]] = torch.constant.int 1
+// CHECK:         %[[XMAX:.*]] = torch.aten.amax %[[XABS]], {{.*}} -> !torch.vtensor<[4,1],f32>
+// CHECK:         %[[XFLOOR:.*]] = torch.aten.clamp_min %[[XMAX]]
+// CHECK:         %[[XSCALE:.*]] = torch.aten.div.Scalar %[[XFLOOR]], %{{.*}} -> !torch.vtensor<[4,1],f32>
+// CHECK:         %[[XDIV:.*]] = torch.aten.div.Tensor %[[X]], %[[XSCALE]]
+// CHECK:         %[[XROUND:.*]] = torch.aten.round %[[XDIV]]
+// CHECK:         %[[XQ:.*]] = torch.aten.to.dtype %[[XROUND]], %[[ONE]], {{.*}} -> !torch.vtensor<[4,3],si8>
+// The weight's scale: max |w| over each output column, / 127.
+// CHECK:         %[[WABS:.*]] = torch.aten.abs %[[WT]]
+// CHECK:         %[[WMAX:.*]] = torch.aten.amax %[[WABS]], {{.*}} -> !torch.vtensor<[1,2],f32>
+// CHECK:         %[[WSCALE:.*]] = torch.aten.div.Scalar {{.*}} -> !torch.vtensor<[1,2],f32>
+// CHECK:         %[[WDIV:.*]] = torch.aten.div.Tensor %[[WT]], %[[WSCALE]]
+// CHECK:         %[[WQ:.*]] = torch.aten.to.dtype {{.*}} -> !torch.vtensor<[3,2],si8>
+// CHECK:         %[[ACC:.*]] = torch.aten.mm %[[XQ]], %[[WQ]] : !torch.vtensor<[4,3],si8>, !torch.vtensor<[3,2],si8> -> !torch.vtensor<[4,2],si32>
+// CHECK-NEXT:    %[[F32:.*]] = torch.constant.int 6
+// CHECK:         %[[F:.*]] = torch.aten.to.dtype %[[ACC]], %[[F32]], {{.*}} -> !torch.vtensor<[4,2],f32>
+// CHECK:         %[[ROWS:.*]] = torch.aten.mul.Tensor %[[F]], %[[XSCALE]]
+// CHECK:         %[[Y:.*]] = torch.aten.mul.Tensor %[[ROWS]], %[[WSCALE]]
+// CHECK-NOT:     torch.aten.mm {{.*}}f32>
+// CHECK:         return %[[Y]]
+func.func @linear(%x: !torch.vtensor<[4,3],f32>) -> !torch.vtensor<[4,2],f32> {
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %w = torch.vtensor.literal(dense<[[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]]> : tensor<2x3xf32>) : !torch.vtensor<[2,3],f32>
+  %dims = torch.prim.ListConstruct %int1, %int0 : (!torch.int, !torch.int) -> !torch.list<int>
+  %wt = torch.aten.permute %w, %dims : !torch.vtensor<[2,3],f32>, !torch.list<int> -> !torch.vtensor<[3,2],f32>
+  %y = torch.aten.mm %x, %wt : !torch.vtensor<[4,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[4,2],f32>
+  return %y : !torch.vtensor<[4,2],f32>
+}
+
+// Both operands computed at run time: nothing to quantize ahead of time.
+// CHECK-LABEL: func.func @activations(
+// CHECK:         torch.aten.mm %{{.*}}, %{{.*}} : !torch.vtensor<[4,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[4,2],f32>
+// CHECK-NOT:     si8
+func.func @activations(%a: !torch.vtensor<[4,3],f32>, %b: !torch.vtensor<[3,2],f32>) -> !torch.vtensor<[4,2],f32> {
+  %y = torch.aten.mm %a, %b : !torch.vtensor<[4,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[4,2],f32>
+  return %y : !torch.vtensor<[4,2],f32>
+}
+
+// f16 weights are left alone (the pass quantizes f32 models, as torch.ao's dynamic quantization does).
+// CHECK-LABEL: func.func @half(
+// CHECK:         torch.aten.mm %{{.*}}, %{{.*}} : !torch.vtensor<[4,3],f16>, !torch.vtensor<[3,2],f16> -> !torch.vtensor<[4,2],f16>
+// CHECK-NOT:     si8
+func.func @half(%x: !torch.vtensor<[4,3],f16>) -> !torch.vtensor<[4,2],f16> {
+  %w = torch.vtensor.literal(dense<1.0> : tensor<3x2xf16>) : !torch.vtensor<[3,2],f16>
+  %y = torch.aten.mm %x, %w : !torch.vtensor<[4,3],f16>, !torch.vtensor<[3,2],f16> -> !torch.vtensor<[4,2],f16>
+  return %y : !torch.vtensor<[4,2],f16>
+}

@@ -1,0 +1,73 @@
+"""`--matmul-precision int8` (effc-quantize-dynamic): IREE computes exactly the quantization the pass describes,
+stores the weights in int8, and stays within int8's check tolerance of torch eager."""
+
+from __future__ import annotations
+
+import torch
+
+import effc
+from effc.runtime.runner import relative_error
+from effc.tests import model_zoo
+
+
+class _TwoLinears(torch.nn.Module):
+    """Linear, ReLU, Linear: ReLU is exact, so a reference can follow the int8 arithmetic step by step."""
+
+    def __init__(self, width: int = 64, hidden: int = 96, out: int = 32) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(width, hidden)
+        self.down = torch.nn.Linear(hidden, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(x)))
+
+
+def _quantized_linear(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
+    """The pass's arithmetic in torch: symmetric int8, activations per row, weights per output channel."""
+    w = linear.weight.t()
+    x_scale = x.abs().amax(dim=1, keepdim=True).clamp_min(127e-30) / 127
+    w_scale = w.abs().amax(dim=0, keepdim=True).clamp_min(127e-30) / 127
+    x_q = torch.round(x / x_scale).to(torch.int64)
+    w_q = torch.round(w / w_scale).to(torch.int64)
+    return (x_q @ w_q).to(torch.float32) * x_scale * w_scale + linear.bias
+
+
+def _model() -> tuple[_TwoLinears, torch.Tensor]:
+    torch.manual_seed(0)
+    return _TwoLinears().eval(), torch.randn(8, 64) * torch.linspace(0.1, 3.0, 8)[:, None]  # rows of unequal range
+
+
+def test_int8_computes_the_dynamic_quantization_it_describes() -> None:
+    model, x = _model()
+    compiled = effc.compile(model, (x,), matmul_precision="int8")
+    assert compiled.matmul_precision == "int8"
+    assert compiled.mlir.count("!torch.vtensor<[8,64],si8>") >= 1 and "-> !torch.vtensor<[8,32],si32>" in compiled.mlir
+    (ours,) = compiled.run()
+    with torch.no_grad():
+        reference = _quantized_linear(torch.relu(_quantized_linear(x, model.up)), model.down).numpy()
+        f32 = model(x).numpy()
+    assert relative_error(ours, reference) <= 1e-5  # int32 products are exact; only the f32 rescaling rounds
+    assert 1e-3 < relative_error(ours, f32) <= compiled.tolerance == 0.2  # 8-bit rounding acted
+
+
+def test_int8_stores_the_weights_in_int8() -> None:
+    """IREE's const-eval folds the weights' quantization at compile time: the module holds int8 weights."""
+    torch.manual_seed(0)
+    model, x = _TwoLinears(width=256, hidden=512, out=256).eval(), torch.randn(4, 256)
+    sizes = {p: len(effc.compile(model, (x,), matmul_precision=p).vmfb or b"") for p in ("highest", "int8")}
+    f32_weights = 2 * 256 * 512 * 4
+    assert sizes["highest"] - sizes["int8"] >= 0.7 * f32_weights * 3 / 4  # 4 bytes a weight -> 1, plus scales
+
+
+def test_int8_on_an_encoder_stays_within_its_tolerance() -> None:
+    model, inputs = model_zoo.bert()
+    compiled = effc.compile(model, inputs, matmul_precision="int8")
+    assert "effc.quantize_dynamic" in compiled.mlir
+    assert 1e-4 < max(compiled.compare()) <= compiled.tolerance  # f32 gives ~1e-6: int8 rounding acted
+
+
+def test_int8_with_emit_torch_gives_the_quantized_ir() -> None:
+    model, x = _model()
+    compiled = effc.compile(model, (x,), matmul_precision="int8", emit="torch")
+    assert compiled.matmul_precision == "int8" and compiled.vmfb is None
+    assert 'effc.quantize_dynamic = "2/2 matmuls by constant weights in int8"' in compiled.mlir
