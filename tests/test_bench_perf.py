@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 import effc
-from effc.bench.perf.run import alternate, measure_iree, round_ratios
+from effc.bench.perf.run import alternate, measure_iree, round_ratios, torch_callable
+from effc.runtime.runner import relative_error
 from effc.tests import model_zoo
 
 
@@ -42,3 +43,18 @@ def test_the_iree_tools_peak_memory_is_its_own(tmp_path: Path) -> None:
     ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident here
     result = measure_iree(path, [t.numpy() for t in inputs], repeats=2, device="local-task")
     assert ballast.sum() > 0 and 1 < result["peak_rss_mb"] < 300 and result["median_ms"] > 0
+
+
+def test_torch_int8_mode_runs_torch_aos_dynamic_quantization() -> None:
+    """effc's `int8` is compared with torch eager under `quantize_dynamic`: int8 Linears, outputs off by rounding."""
+    import torch
+
+    model, inputs = model_zoo.mlp()
+    with torch.no_grad():
+        f32 = model(*inputs).numpy()
+    fn, _ = torch_callable("eager-int8", model, inputs)
+    linears = [m for m in fn.modules() if "Linear" in type(m).__name__]
+    assert linears and all(type(m).__module__.startswith("torch.ao.nn.quantized") for m in linears)
+    with torch.no_grad():
+        assert 1e-4 < relative_error(fn(*inputs).numpy(), f32) < 0.1
+    assert torch.get_float32_matmul_precision() == "highest"

@@ -86,13 +86,8 @@ def config_options(config: str) -> dict[str, Any]:
 def torch_child(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> None:
     """Child process: build the workload, time it in eager or torch.compile mode, print JSON. With `vmfbs`, then
     also time torch and those effc modules in alternating rounds (`alternate`)."""
-    mode, _, precision = mode.partition("-")
     retain_freed_memory()  # the heap policy effc's module runs under (measure_iree)
-    torch.set_float32_matmul_precision("medium" if precision == "medium" else "highest")
-    module, inputs = WORKLOADS[workload].build()
-    if precision == "int8":
-        module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
-    fn = torch.compile(module) if mode == "compile" else module
+    fn, inputs = torch_callable(mode, *WORKLOADS[workload].build())
     start = time.perf_counter()
     with torch.no_grad():
         fn(*inputs)
@@ -103,6 +98,19 @@ def torch_child(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> No
     if vmfbs:
         result["alternating"] = alternate(fn, inputs, vmfbs, rounds=repeats)
     print(json.dumps(result))
+
+
+def torch_callable(
+    mode: str, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
+) -> tuple[Callable[..., Any], tuple[torch.Tensor, ...]]:
+    """The workload as `mode` (TORCH_MODES) runs it: eager or torch.compile, at f32 matmul precision "highest" or
+    "medium", or eager with dynamic int8 Linears. Sets torch's matmul precision for this process."""
+    kind, _, precision = mode.partition("-")
+    torch.set_float32_matmul_precision("medium" if precision == "medium" else "highest")
+    if precision == "int8":
+        # In place: the f32 Linears go as their int8 copies come, as in a torch user's process.
+        module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return (torch.compile(module) if kind == "compile" else module), inputs
 
 
 def alternate(
