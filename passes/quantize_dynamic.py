@@ -3,7 +3,8 @@
 The CPU counterpart of torch.ao's dynamic quantization of `nn.Linear`, for hosts where f32 matmuls are
 already at the GEMM roofline and bf16 has no fast path (AVX2: bench/perf/NOTES.md). Each `aten.mm` of an
 activation by a constant f32 weight (a `torch.vtensor.literal`, possibly transposed, as torch-mlir imports
-`nn.Linear`) becomes
+`nn.Linear`), and each `aten.matmul` or `aten.linear` of an activation of any rank by a constant 2-D weight (rows
+flattened, as in IR that kept them), becomes
 
     s_w = max|W| / 127 per output column      (a constant expression: IREE's const-eval folds it, and the
     W_q = int8(round(W / s_w))                  module stores W_q in int8 and s_w in f32)
@@ -17,20 +18,21 @@ memory. Rounding every activation row to 8 bits costs accuracy (about 7% relativ
 states, as torch's own dynamic quantization): `--matmul-precision int8` measures it with `--check`, and
 bench/perf/accuracy.py on the task.
 
-Left as they are, counted by reason in the module attribute `effc.quantize_dynamic`: matmuls whose right
-operand is not a constant, that are not f32, or have dynamic shapes.
+Left as they are, counted by reason in the module attribute `effc.quantize_dynamic`: matmuls whose weight is not
+a constant or not a matrix (batched), that are not f32, or have dynamic shapes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 from torch_mlir import ir
 
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
-from effc.passes.chai_narrow import Builder, TensorType, constant_int_list, producer, tensor_type
+from effc.passes.chai_narrow import Builder, TensorType, constant_int_list, is_none, producer, tensor_type
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.quantize_dynamic"
@@ -39,6 +41,9 @@ _INT8, _F32 = 1, 6
 _INT8_MAX = 127.0
 # The smallest scale: a row or column of zeros quantizes to zeros instead of dividing by zero.
 _MIN_SCALE = 1e-30
+LINEAR = "torch.aten.linear"
+# `mm` and `matmul` take the weight as [K, N] (on the right), `linear` as nn.Linear stores it, [N, K].
+MATMULS = frozenset({"torch.aten.mm", "torch.aten.matmul", LINEAR})
 _TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
 
 
@@ -75,36 +80,42 @@ def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     return b.op("torch.aten.to.dtype", operands, [out]).result
 
 
-def _quantize(mm: ir.Operation) -> None:
-    """Replace `mm`'s result with the int8 form above (raises `Skip` where it does not apply)."""
-    x, w = mm.operands[0], mm.operands[1]
-    if not _is_constant_weight(w):
+def _quantize(op: ir.Operation) -> None:
+    """Replace `op`'s result with the int8 form above (raises `Skip` where it does not apply)."""
+    x, weight = op.operands[0], op.operands[1]
+    if not _is_constant_weight(weight):
         raise Skip("weight not a constant")
-    types = [tensor_type(v) for v in (x, w, mm.results[0])]
+    types = [tensor_type(v) for v in (x, weight, op.results[0])]
     if any(t is None or t.dtype != "f32" for t in types):
         raise Skip("not f32")
-    if not all(t is not None and t.static for t in types):
+    xt, wt, out = types
+    assert xt is not None and wt is not None and out is not None
+    if not (xt.static and wt.static and out.static):
         raise Skip("dynamic shape")
-    out = types[2]
-    assert out is not None
-    b = Builder(mm)
-    x_scale, x_q = _scale_and_quantize(b, x, axis=1)
+    if len(wt.shape) != 2 or not xt.shape:
+        raise Skip("weight not a matrix")
+    b = Builder(op)
+    w = b.permute(weight, [1, 0]) if op.name == LINEAR else weight  # [K, N]
+    rows = b.view(x, [math.prod(xt.shape[:-1]), xt.shape[-1]]) if len(xt.shape) != 2 else x
+    x_scale, x_q = _scale_and_quantize(b, rows, axis=1)
     w_scale, w_q = _scale_and_quantize(b, w, axis=0)
-    accumulated = b.op("torch.aten.mm", [x_q, w_q], [TensorType(out.shape, "si32").ir_type()]).result
+    flat = TensorType((math.prod(xt.shape[:-1]), out.shape[-1]), "f32")
+    accumulated = b.op("torch.aten.mm", [x_q, w_q], [TensorType(flat.shape, "si32").ir_type()]).result
     product = _cast(b, accumulated, _F32, "f32")
-    rows = b.op("torch.aten.mul.Tensor", [product, x_scale], [mm.results[0].type]).result
-    y = b.op("torch.aten.mul.Tensor", [rows, w_scale], [mm.results[0].type]).result
-    mm.results[0].replace_all_uses_with(y)
+    scaled = b.op("torch.aten.mul.Tensor", [product, x_scale], [flat.ir_type()]).result
+    y = b.op("torch.aten.mul.Tensor", [scaled, w_scale], [flat.ir_type()]).result
+    if flat.shape != out.shape:
+        y = b.view(y, out.shape)
+    if op.name == LINEAR and not is_none(op.operands[2]):
+        y = b.op("torch.aten.add.Tensor", [y, op.operands[2], b.int(1)], [out.ir_type()]).result
+    op.results[0].replace_all_uses_with(y)
 
 
 def quantize_module(module: ir.Operation) -> str:
     """Quantize every f32 matmul by a constant weight in `module` (a builtin.module op); returns the report."""
     with module.context:
         matmuls = [
-            op.operation
-            for _, _, block in functions(module)
-            for op in block.operations
-            if op.operation.name == "torch.aten.mm"
+            op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
         ]
         return rewrite_sites(
             module, matmuls, _quantize, attribute=REPORT_ATTRIBUTE, what="matmuls by constant weights in int8"

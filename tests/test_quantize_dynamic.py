@@ -91,3 +91,31 @@ def test_int8_with_emit_torch_gives_the_quantized_ir() -> None:
     compiled = effc.compile(model, (x,), matmul_precision="int8", emit="torch")
     assert compiled.matmul_precision == "int8" and compiled.vmfb is None
     assert 'effc.quantize_dynamic = "2/2 matmuls by constant weights in int8"' in compiled.mlir
+
+
+def _dense(array: torch.Tensor) -> str:
+    return "[" + ", ".join(_dense(row) if row.dim() else f"{float(row):.8e}" for row in array) + "]"
+
+
+def test_int8_linear_of_mlir_input_matches_the_reference(tmp_path: Path) -> None:
+    """IR that kept `aten.linear` (a 3-D activation, a bias) is quantized with its rows flattened."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 8).eval()
+    x = torch.randn(2, 4, 16)
+    w, b = linear.weight.detach(), linear.bias.detach()
+    source = tmp_path / "linear.mlir"
+    source.write_text(
+        "func.func @main(%x: !torch.vtensor<[2,4,16],f32>) -> !torch.vtensor<[2,4,8],f32> {\n"
+        f"  %w = torch.vtensor.literal(dense<{_dense(w)}> : tensor<8x16xf32>) : !torch.vtensor<[8,16],f32>\n"
+        f"  %b = torch.vtensor.literal(dense<{_dense(b)}> : tensor<8xf32>) : !torch.vtensor<[8],f32>\n"
+        "  %y = torch.aten.linear %x, %w, %b : !torch.vtensor<[2,4,16],f32>, !torch.vtensor<[8,16],f32>, "
+        "!torch.vtensor<[8],f32> -> !torch.vtensor<[2,4,8],f32>\n"
+        "  return %y : !torch.vtensor<[2,4,8],f32>\n}\n"
+    )
+    compiled = effc.compile(str(source), matmul_precision="int8")
+    (ours,) = compiled.run(x.numpy())
+    with torch.no_grad():
+        reference = _quantized_linear(x.reshape(8, 16), linear).reshape(2, 4, 8).numpy()
+        f32 = linear(x).numpy()
+    assert relative_error(ours, reference) <= 1e-5
+    assert 1e-4 < relative_error(ours, f32) <= compiled.tolerance

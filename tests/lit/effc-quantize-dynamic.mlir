@@ -1,11 +1,12 @@
 // effc-quantize-dynamic: an f32 matmul by a constant weight becomes an int8 x int8 -> int32 matmul. The weight is
 // quantized per output column by a constant expression (IREE's const-eval folds it to int8 data), the activation
 // per row at run time, both symmetric (max|v| / 127); the int32 product is scaled back by both scales. Matmuls of
-// two activations and non-f32 matmuls are left, counted by reason in the module attribute effc.quantize_dynamic.
+// two activations, batched weights and non-f32 matmuls are left, counted by reason in the module attribute
+// effc.quantize_dynamic. aten.linear and aten.matmul (IR that kept them) flatten their rows around the same form.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
 
-// CHECK:       module attributes {effc.quantize_dynamic = "1/3 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1)"}
+// CHECK:       module attributes {effc.quantize_dynamic = "2/5 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
 // nn.Linear as torch-mlir imports it: mm by the permuted weight literal.
 // CHECK-LABEL: func.func @linear(
 // CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
@@ -60,4 +61,38 @@ func.func @half(%x: !torch.vtensor<[4,3],f16>) -> !torch.vtensor<[4,2],f16> {
   %w = torch.vtensor.literal(dense<1.0> : tensor<3x2xf16>) : !torch.vtensor<[3,2],f16>
   %y = torch.aten.mm %x, %w : !torch.vtensor<[4,3],f16>, !torch.vtensor<[3,2],f16> -> !torch.vtensor<[4,2],f16>
   return %y : !torch.vtensor<[4,2],f16>
+}
+
+// aten.linear on a 3-D activation: rows flattened to [8,3], the [N,K] weight transposed to [K,N], the product viewed
+// back to [2,4,2], then the bias added.
+// CHECK-LABEL: func.func @linear3d(
+// CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[2,4,3],f32>
+// CHECK:         %[[W:.*]] = torch.vtensor.literal({{.*}} : tensor<2x3xf32>)
+// CHECK:         %[[B:.*]] = torch.vtensor.literal({{.*}} : tensor<2xf32>)
+// CHECK:         %[[WT:.*]] = torch.aten.permute %[[W]], {{.*}} -> !torch.vtensor<[3,2],f32>
+// CHECK:         %[[ROWS:.*]] = torch.aten.view %[[X]], {{.*}} -> !torch.vtensor<[8,3],f32>
+// CHECK:         torch.aten.abs %[[ROWS]]
+// CHECK:         torch.aten.abs %[[WT]]
+// CHECK:         %[[ACC:.*]] = torch.aten.mm {{.*}} : !torch.vtensor<[8,3],si8>, !torch.vtensor<[3,2],si8> -> !torch.vtensor<[8,2],si32>
+// CHECK:         torch.aten.mul.Tensor {{.*}} -> !torch.vtensor<[8,2],f32>
+// CHECK-NEXT:    %[[Y2:.*]] = torch.aten.mul.Tensor {{.*}} -> !torch.vtensor<[8,2],f32>
+// CHECK:         %[[Y:.*]] = torch.aten.view %[[Y2]], {{.*}} -> !torch.vtensor<[2,4,2],f32>
+// CHECK:         %[[OUT:.*]] = torch.aten.add.Tensor %[[Y]], %[[B]], {{.*}} -> !torch.vtensor<[2,4,2],f32>
+// CHECK-NOT:     torch.aten.linear
+// CHECK:         return %[[OUT]]
+func.func @linear3d(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f32> {
+  %w = torch.vtensor.literal(dense<[[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]]> : tensor<2x3xf32>) : !torch.vtensor<[2,3],f32>
+  %b = torch.vtensor.literal(dense<[0.5, -0.5]> : tensor<2xf32>) : !torch.vtensor<[2],f32>
+  %y = torch.aten.linear %x, %w, %b : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3],f32>, !torch.vtensor<[2],f32> -> !torch.vtensor<[2,4,2],f32>
+  return %y : !torch.vtensor<[2,4,2],f32>
+}
+
+// A constant batch of weights (one matrix per batch) is not one weight matrix: left.
+// CHECK-LABEL: func.func @batched(
+// CHECK:         torch.aten.matmul %{{.*}}, %{{.*}} : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3,2],f32> -> !torch.vtensor<[2,4,2],f32>
+// CHECK-NOT:     si8
+func.func @batched(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f32> {
+  %w = torch.vtensor.literal(dense<1.0> : tensor<2x3x2xf32>) : !torch.vtensor<[2,3,2],f32>
+  %y = torch.aten.matmul %x, %w : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3,2],f32> -> !torch.vtensor<[2,4,2],f32>
+  return %y : !torch.vtensor<[2,4,2],f32>
 }
