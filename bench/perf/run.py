@@ -61,6 +61,10 @@ TRIALS: dict[str, dict[str, Any]] = {
 TORCH_MODES = ("eager", "compile", "eager-medium", "compile-medium", "eager-int8")
 # The torch modes measured beside effc configurations of each lower matmul precision.
 PRECISION_MODES = {"medium": ("eager-medium", "compile-medium"), "int8": ("eager-int8",)}
+TORCH_PRECISION_CAPTIONS = {
+    "medium": 'torch at `torch.set_float32_matmul_precision("medium")`',
+    "int8": "torch eager, `torch.ao.quantization.quantize_dynamic` on every nn.Linear (qint8)",
+}
 # Calls per side in each alternating round (`alternate`).
 ALTERNATING_CALLS = 3
 
@@ -256,8 +260,10 @@ def run(
                 "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
                 "eager": {k: v for k, v in eager.items() if k != "alternating"},
                 "torch_compile": {k: v for k, v in compiled_torch.items() if k != "alternating"},
-                "torch_medium": {mode: torch_ms[mode] for mode in PRECISION_MODES["medium"] if mode in torch_ms},
-                "torch_int8": {mode: torch_ms[mode] for mode in PRECISION_MODES["int8"] if mode in torch_ms},
+                **{
+                    f"torch_{precision}": {mode: torch_ms[mode] for mode in found if mode in torch_ms}
+                    for precision, found in PRECISION_MODES.items()
+                },
             }
             if config in failed:
                 rows.append(row | {"error": failed[config]})
@@ -319,36 +325,23 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
             f"| {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x | {e['peak_rss_mb']:.0f} "
             f"| {g['peak_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} | {r['max_relative_error']:.1e} |"
         )
-    medium = {r["description"]: r for r in rows if r.get("torch_medium")}
-    if medium:
-        lines += [
-            "",
-            'torch at `torch.set_float32_matmul_precision("medium")` (effc\'s `--matmul-precision medium` '
-            "counterpart), same run:",
-            "",
-            "| workload | eager ms | torch.compile ms |",
-            "|---|---:|---:|",
-            *[
-                f"| {name} | {r['torch_medium']['eager-medium']['median_ms']:.2f} "
-                f"| {r['torch_medium']['compile-medium']['median_ms']:.2f} |"
-                for name, r in medium.items()
-            ],
-        ]
-    int8 = {r["description"]: r for r in rows if r.get("torch_int8")}
-    if int8:
-        lines += [
-            "",
-            "torch eager with `torch.ao.quantization.quantize_dynamic` on every nn.Linear (qint8; effc's "
-            "`--matmul-precision int8` counterpart), same run:",
-            "",
-            "| workload | eager int8 ms | eager int8 peak MB |",
-            "|---|---:|---:|",
-            *[
-                f"| {name} | {r['torch_int8']['eager-int8']['median_ms']:.2f} "
-                f"| {r['torch_int8']['eager-int8']['peak_rss_mb']:.0f} |"
-                for name, r in int8.items()
-            ],
-        ]
+    for precision, modes in PRECISION_MODES.items():
+        found = {r["description"]: r[f"torch_{precision}"] for r in rows if r.get(f"torch_{precision}")}
+        if found:
+            lines += [
+                "",
+                f"{TORCH_PRECISION_CAPTIONS[precision]}, effc's `--matmul-precision {precision}` counterpart, "
+                "same run:",
+                "",
+                "| workload | " + " | ".join(f"{mode} ms | {mode} peak MB" for mode in modes) + " |",
+                "|---|" + "---:|" * 2 * len(modes),
+                *[
+                    f"| {name} | "
+                    + " | ".join(f"{torch[m]['median_ms']:.2f} | {torch[m]['peak_rss_mb']:.0f}" for m in modes)
+                    + " |"
+                    for name, torch in found.items()
+                ],
+            ]
     alternating = [r for r in rows if "alternating" in r]
     if alternating:
         lines += [
