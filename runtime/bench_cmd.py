@@ -44,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("effc speedup", justify="right")
     table.add_row("effc (IREE)", f"{result['effc_ms']:.2f}", "1.00x")
     table.add_row("torch eager", f"{result['eager_ms']:.2f}", f"{result['speedup_vs_eager']:.2f}x")
+    if "torch_int8_eager_ms" in result:
+        table.add_row(
+            "torch eager, dynamic int8",
+            f"{result['torch_int8_eager_ms']:.2f}",
+            f"{result['speedup_vs_torch_int8_eager']:.2f}x",
+        )
     if "torch_compile_ms" in result:
         table.add_row(
             "torch.compile", f"{result['torch_compile_ms']:.2f}", f"{result['speedup_vs_torch_compile']:.2f}x"

@@ -60,8 +60,16 @@ def machine_description() -> dict[str, object]:
     }
 
 
+def torch_dynamic_int8(module: torch.nn.Module, *, inplace: bool = False) -> torch.nn.Module:
+    """`module` with every nn.Linear dynamically quantized by torch (qint8 weights, activations per call): the torch
+    counterpart of effc's `--matmul-precision int8`."""
+    return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace)
+
+
 def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compile: bool = True) -> dict[str, Any]:
-    """effc (iree-benchmark-module median), torch eager and torch.compile medians, and the ratios.
+    """effc (iree-benchmark-module median), torch eager and torch.compile medians, and the ratios; for an int8 module
+    also torch eager with its own dynamic int8 quantization, where the model has nn.Linear modules to quantize (an
+    ExportedProgram's module calls its linears as functions).
 
     torch runs in this process under the heap policy iree-benchmark-module gets (`retain_freed_memory`)."""
     assert compiled.vmfb is not None and compiled.reference is not None
@@ -81,6 +89,11 @@ def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compi
         "repeats": repeats,
         "machine": machine_description(),
     }
+    has_linears = any(isinstance(m, torch.nn.Linear) for m in compiled.reference.modules())
+    if compiled.matmul_precision == "int8" and has_linears:  # torch at the same precision: its dynamic quantization
+        int8_s = time_torch(torch_dynamic_int8(compiled.reference), compiled.example_inputs, repeats=repeats)
+        result["torch_int8_eager_ms"] = int8_s * 1e3
+        result["speedup_vs_torch_int8_eager"] = int8_s / effc_s
     if with_compile:
         start = time.perf_counter()
         compiled_fn = torch.compile(compiled.reference)

@@ -88,6 +88,21 @@ def test_bench_prints_ratios_and_saves_json(effc_cli: EffcCli, pt2_file: Path, t
     assert data["speedup_vs_torch_compile"] == pytest.approx(data["torch_compile_ms"] / data["effc_ms"])
 
 
+def test_bench_of_an_int8_module_adds_torchs_own_int8(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
+    """Against torch's dynamic quantization where the model has nn.Linear modules; an ExportedProgram has none."""
+    out = tmp_path / "bench.json"
+    for model, with_linears in (("effc.tests.model_zoo:mlp", True), (str(pt2_file), False)):
+        result = effc_cli(
+            "bench", model, "--repeats", "3", "--matmul-precision", "int8", "--no-torch-compile", "-o", str(out)
+        )
+        assert result.code == 0, result.err
+        assert ("torch eager, dynamic int8" in result.out) == with_linears
+        data = json.loads(out.read_text())
+        assert ("torch_int8_eager_ms" in data) == with_linears and "torch_compile_ms" not in data
+        if with_linears:
+            assert data["speedup_vs_torch_int8_eager"] == pytest.approx(data["torch_int8_eager_ms"] / data["effc_ms"])
+
+
 def test_cuda_target_compiles_on_a_machine_without_gpu(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "mlp-cuda.vmfb"
     result = effc_cli("compile", str(pt2_file), "--target", "cuda", "-o", str(out), "--save-temps", str(tmp_path / "t"))

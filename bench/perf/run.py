@@ -32,7 +32,7 @@ from effc.bench.perf.workloads import WORKLOADS
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
 from effc.compiler.progress import Stages
-from effc.runtime.benchmark import machine_description, median_seconds, time_torch
+from effc.runtime.benchmark import machine_description, median_seconds, time_torch, torch_dynamic_int8
 from effc.runtime.runner import process_status_kb, retain_freed_memory, tool_environment
 
 RESULTS = Path(__file__).parent / "results"
@@ -112,8 +112,7 @@ def torch_callable(
     kind, _, precision = mode.partition("-")
     torch.set_float32_matmul_precision("medium" if precision == "medium" else "highest")
     if precision == "int8":
-        # In place: the f32 Linears go as their int8 copies come, as in a torch user's process.
-        module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        module = torch_dynamic_int8(module, inplace=True)  # the f32 Linears go as their int8 copies come
     return (torch.compile(module) if kind == "compile" else module), inputs
 
 
