@@ -1,7 +1,7 @@
 """`effc-quantize-dynamic`: int8 matmuls on constant weights, activations quantized at run time.
 
-The CPU counterpart of torch.ao's dynamic quantization of `nn.Linear`, for hosts where f32 matmuls are
-already at the GEMM roofline and bf16 has no fast path (AVX2: bench/perf/NOTES.md). Each `aten.mm` of an
+The CPU counterpart of torch.ao's dynamic quantization of `nn.Linear`, for hosts where effc's f32 matmuls already
+run at torch's f32 GEMM rate and bf16 has no fast path (AVX2: bench/perf/NOTES.md). Each `aten.mm` of an
 activation by a constant f32 weight (a `torch.vtensor.literal`, possibly transposed, as torch-mlir imports
 `nn.Linear`), and each `aten.matmul` or `aten.linear` of an activation of any rank by a constant 2-D weight (rows
 flattened, as in IR that kept them), becomes
@@ -13,10 +13,10 @@ flattened, as in IR that kept them), becomes
     y   = f32(mm(x_q, W_q) : int32) * s_x * s_w
 
 Symmetric, per output channel for weights and per row (token) for activations, int32 accumulation: IREE's
-mmt4d ukernels run the int8 matmul about twice as fast as f32 on AVX2, and the weights take a quarter of the
-memory. Rounding every activation row to 8 bits costs accuracy (about 7% relative error on MiniLM's hidden
-states, as torch's own dynamic quantization): `--matmul-precision int8` measures it with `--check`, and
-bench/perf/accuracy.py on the task.
+mmt4d ukernels run the int8 matmuls of MiniLM and SmolLM2 1.4x as fast as f32 on AVX2 (and one-row matmuls read a
+quarter of the bytes), and the weights take a quarter of the memory. Rounding every activation row to 8 bits costs
+accuracy (about 7% relative error on MiniLM's hidden states, as torch's own dynamic quantization):
+`--matmul-precision int8` measures it with `--check`, and bench/perf/accuracy.py on the task.
 
 Left as they are, counted by reason in the module attribute `effc.quantize_dynamic`: matmuls whose weight is not
 a constant or not a matrix (batched), that are not f32, or have dynamic shapes.
