@@ -28,6 +28,7 @@ from effc.compiler.optimize import (
     MatmulPrecision,
     precision_fallback_flags,
     precision_flags,
+    with_precision_flags,
     with_precision_passes,
 )
 from effc.compiler.parameters import externalize, write_archive
@@ -137,7 +138,7 @@ def compile_model(
     demotion = precision_options if matmul_precision == "medium" else ()
     if demotion:
         iree_flags, optional_iree_flags = _without_demotion_blockers(iree_flags, optional_iree_flags, stages)
-    optional_iree_flags = tuple(dict.fromkeys((*optional_iree_flags, *precision_options)))
+    optional_iree_flags = with_precision_flags(optional_iree_flags, precision_options)
     pipeline = with_precision_passes(pipeline, matmul_precision)
     temps = Path(save_temps) if save_temps is not None else None
     if temps is not None:

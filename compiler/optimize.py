@@ -132,17 +132,20 @@ MEDIUM_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
     ),
     "cuda": (),
 }
-# "int8" on the CPU pays through the same data tiling and mmt4d ukernels (i8 x i8 -> i32 tiles exist for AVX2 and
-# up): a 128x384 by 384x1536 matmul 1.10-1.25 ms against 2.25-2.69 ms in f32 on a Zen 3. GlobalOptimization's data
-# tiling where DispatchCreation's fails (the decode step's boolean mask), as for "medium".
+# "int8" on the CPU pays through data tiling and the mmt4d ukernels (i8 x i8 -> i32 tiles exist for AVX2 and up): a
+# 128x384 by 384x1536 matmul 1.10-1.25 ms against 2.25-2.69 ms in f32 on a Zen 3. Data tiling from GlobalOptimization,
+# in place of `-O`'s from DispatchCreation: MiniLM 23.7 against 27.3 ms, SmolLM2 prefill 240 against 252 ms
+# (alternating rounds), and it compiles the decode step, whose boolean mask DispatchCreation's rejects (NOTES.md).
 INT8_PRECISION: dict[str, tuple[str, ...]] = {
-    "llvm-cpu": ("--iree-dispatch-creation-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
-    "cuda": (),
-}
-INT8_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
     "llvm-cpu": ("--iree-global-opt-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
     "cuda": (),
 }
+INT8_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
+    "llvm-cpu": ("--iree-dispatch-creation-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
+    "cuda": (),
+}
+# IREE's two places to data-tile; a module gets one of them.
+DATA_TILING_FLAGS = ("--iree-dispatch-creation-data-tiling", "--iree-global-opt-data-tiling")
 # The effc pipeline each precision adds after the user's passes.
 PRECISION_PIPELINE: dict[str, str] = {"int8": "builtin.module(effc-quantize-dynamic)"}
 # `--check`'s largest relative error against torch eager, per precision: bf16 keeps 8 significant bits
@@ -187,6 +190,14 @@ def precision_fallback_flags(target: str, precision: str) -> tuple[str, ...]:
     if not precision_flags(target, precision):
         return ()
     return (INT8_PRECISION_FALLBACK if precision == "int8" else MEDIUM_PRECISION_FALLBACK)[check_target(target)]
+
+
+def with_precision_flags(optional_flags: tuple[str, ...], precision_options: tuple[str, ...]) -> tuple[str, ...]:
+    """`optional_flags` (`-O`'s) plus a precision's own (`precision_flags`); where the precision picks where to
+    data-tile, that choice replaces `-O`'s."""
+    picked = [flag for flag in precision_options if flag in DATA_TILING_FLAGS]
+    kept = [flag for flag in optional_flags if not (picked and flag in DATA_TILING_FLAGS and flag not in picked)]
+    return tuple(dict.fromkeys((*kept, *precision_options)))
 
 
 def with_precision_passes(pipeline: str | None, precision: str) -> str | None:

@@ -15,7 +15,12 @@ from typing import Any
 
 from effc.compiler.compile_cmd import add_model_arguments, model_options
 from effc.compiler.errors import EffcError
-from effc.compiler.optimize import precision_fallback_flags, precision_flags, with_precision_passes
+from effc.compiler.optimize import (
+    precision_fallback_flags,
+    precision_flags,
+    with_precision_flags,
+    with_precision_passes,
+)
 
 DEFAULT_HARDWARE = {"llvm-cpu": "host-cpu", "cuda": "h100-sxm"}
 
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             dump = (f"--iree-hal-dump-executable-sources-to={sources}", "--mlir-print-debuginfo")
             flags = (*options["iree_flags"], *dump)
             demotion = precision_flags(args.target, args.matmul_precision, stages.note)
-            optional = tuple(dict.fromkeys((*options["optional_iree_flags"], *demotion)))
+            optional = with_precision_flags(options["optional_iree_flags"], demotion)
             text = module.operation.get_asm(enable_debug_info=True)
 
             def compile_with(chosen: tuple[str, ...]) -> bytes:

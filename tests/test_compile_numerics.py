@@ -276,6 +276,20 @@ def test_medium_precision_falls_back_to_global_data_tiling_where_iree_rejects_th
     assert 2e-5 < max(compiled.compare()) <= compiled.tolerance  # bf16 rounding acted
 
 
+def test_int8_data_tiles_in_global_optimization_which_takes_the_mask(tmp_path: Path) -> None:
+    """int8 replaces `-O`'s DispatchCreation data tiling with GlobalOptimization's: one compile, no failed try."""
+    from effc.compiler.optimize import best_known
+
+    torch.manual_seed(0)
+    inputs = (torch.randn(1, 32), torch.tensor([30]), torch.randn(1, 4, 48, 8), torch.randn(1, 4, 48, 8))
+    model = _BoolMaskDecodeStep().eval()
+    compiled = effc.compile(model, inputs, matmul_precision="int8", save_temps=tmp_path, **best_known("llvm-cpu"))
+    assert compiled.notes == [] and compiled.matmul_precision == "int8"
+    command = (tmp_path / "iree-compile.sh").read_text()
+    assert "--iree-global-opt-data-tiling" in command and "--iree-dispatch-creation-data-tiling" not in command
+    assert 1e-4 < max(compiled.compare()) <= compiled.tolerance  # int8 rounding acted
+
+
 def test_unknown_matmul_precision_is_a_one_line_error() -> None:
     model, inputs = model_zoo.mlp()
     with pytest.raises(EffcError, match=r"^unknown matmul precision 'high'; use one of: highest, medium, int8$"):
