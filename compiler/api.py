@@ -127,7 +127,8 @@ def compile_model(
     `optional_iree_flags` are tried first and dropped, with a note, if iree-compile fails with them (`-O`
     uses this for options that IREE cannot apply to every graph). `matmul_precision="medium"` rounds contraction
     inputs to bf16 with f32 accumulation (torch.set_float32_matmul_precision's name), through optional flags:
-    where IREE rejects them the module stays f32, with a note. `dispatch_edits` change the kernel configuration
+    where IREE rejects them the module stays f32, with a note. `matmul_precision="int8"` quantizes the matmuls by
+    constant weights (`effc-quantize-dynamic`, run after `pipeline`). `dispatch_edits` change the kernel configuration
     IREE picks for the dispatches they match (`-O` on CUDA uses them); edits that match none, or whose values a
     dispatch's configuration lacks, are skipped.
     """
