@@ -31,7 +31,7 @@ from effc.bench.perf import cpu_slug
 from effc.compiler.api import compile_model
 from effc.compiler.fileio import write_atomic
 from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory, wrap_hf_model
-from effc.compiler.optimize import MATMUL_PRECISIONS, best_known
+from effc.compiler.optimize import MATMUL_PRECISIONS, best_known, precision_flags
 from effc.compiler.progress import Stages
 from effc.passes.chai_calibrate import read_documents
 from effc.runtime.benchmark import machine_description
@@ -53,11 +53,12 @@ def variants(module: torch.nn.Module, example: tuple[torch.Tensor, ...], stages:
 
     forwards: dict[str, Forward] = {"torch eager": eager}
     for precision in MATMUL_PRECISIONS:
+        # "medium" on a CPU without bf16 dot products would compile the f32 module again: left out before compiling.
+        if precision != "highest" and not precision_flags("llvm-cpu", precision, stages.note):
+            stages.note(f"effc {precision} left out: it would be the f32 module")
+            continue
         with stages.stage(f"effc compile -O --matmul-precision {precision}"):
             compiled = compile_model(module, example, matmul_precision=precision, **best_known("llvm-cpu"))
-        if compiled.matmul_precision != precision:  # "medium" on a CPU without bf16 dot products is f32
-            stages.note(f"effc {precision} left out: {' '.join(compiled.notes)}")
-            continue
         assert compiled.vmfb is not None
         main = load_vmfb(compiled.vmfb).modules.module["main"]
         forwards[f"effc {precision}"] = lambda inputs, main=main: np.array(main(*inputs).to_host())

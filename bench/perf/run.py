@@ -44,6 +44,8 @@ TRIALS: dict[str, dict[str, Any]] = {
     "O-ukernels": {"optional_iree_flags": ("--iree-dispatch-creation-data-tiling",)},
     "O+medium": {"matmul_precision": "medium"},
     "O+int8": {"matmul_precision": "int8"},
+    # Eleventh CPU session: int8 with IREE's fused attention (online softmax) instead of the decomposed form.
+    "O+int8+fused": {"matmul_precision": "int8", "attention": "fused"},
     "O+split": {"pipeline": "builtin.module(effc-split-projections)"},
     "O-hoist": {"pipeline": None},
     "O-hoist+medium": {"pipeline": None, "matmul_precision": "medium"},
@@ -303,7 +305,8 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> 
     lines = [
         f"# effc performance set on {machine['cpu']} ({machine['cores']} cores, {machine['vector_isa']}), {when}",
         "",
-        "Median ms per call (repeats after warm-up; inputs random). Peak = the process's peak resident memory (VmHWM).",
+        "Median ms per call (repeats after warm-up; inputs random, the decode step's KV cache real text). "
+        "Peak = the process's peak resident memory (VmHWM).",
         "Speedup > 1 means effc is faster.",
         "",
         "| workload | effc config | effc ms | eager ms | torch.compile ms | vs eager | vs torch.compile "
