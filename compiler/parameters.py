@@ -42,9 +42,15 @@ class Externalized:
     parameters: dict[str, bytes]
 
 
+def resource_blobs(mlir_text: str) -> dict[str, bytes]:
+    """The raw little-endian bytes of every `dense_resource` blob in module text, by key (MLIR's Python bindings
+    cannot read a blob; the printed module holds them)."""
+    return {m["key"]: bytes.fromhex(m["hex"])[_BLOB_HEADER_BYTES:] for m in _BLOB.finditer(mlir_text)}
+
+
 def externalize(mlir_text: str, *, scope: str = SCOPE, min_bytes: int = DEFAULT_MIN_BYTES) -> Externalized:
     """Replace every constant of at least `min_bytes` with a `scope`-scoped parameter global."""
-    blobs = {m["key"]: bytes.fromhex(m["hex"])[_BLOB_HEADER_BYTES:] for m in _BLOB.finditer(mlir_text)}
+    blobs = resource_blobs(mlir_text)
     moved: dict[str, bytes] = {}
     globals_: dict[str, str] = {}
 

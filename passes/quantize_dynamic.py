@@ -6,8 +6,8 @@ activation by a constant f32 weight (a `torch.vtensor.literal`, possibly transpo
 `nn.Linear`), and each `aten.matmul` or `aten.linear` of an activation of any rank by a constant 2-D weight (rows
 flattened, as in IR that kept them), becomes
 
-    s_w = max|W| / 127 per output column      (a constant expression: IREE's const-eval folds it, and the
-    W_q = int8(round(W / s_w))                  module stores W_q in int8 and s_w in f32)
+    s_w = max|W| / 127 per output column      (here, in numpy: the module stores W_q in int8 and s_w in f32)
+    W_q = int8(round(W / s_w))
     s_x = max|x| / 127 per row                (at run time)
     x_q = int8(round(x / s_x))
     y   = f32(mm(x_q, W_q) : int32) * s_x * s_w
@@ -18,6 +18,9 @@ quarter of the bytes), and the weights take a quarter of the memory. Rounding ev
 accuracy (about 7% relative error on MiniLM's hidden states, as torch's own dynamic quantization):
 `--matmul-precision int8` measures it with `--check`, and bench/perf/accuracy.py on the task.
 
+The weights are quantized by the pass rather than left to IREE as constant expressions: IREE's const-eval of
+those took 98 of SmolLM2's 214 s int8 compile. The module's blobs are read from its printed form, once.
+
 Left as they are, counted by reason in the module attribute `effc.quantize_dynamic`: matmuls whose weight is not
 a constant or not a matrix (batched), that are not f32, or have dynamic shapes.
 """
@@ -26,13 +29,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import ClassVar
 
+import numpy as np
 from torch_mlir import ir
 
+from effc.compiler.parameters import resource_blobs
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
-from effc.passes.chai_narrow import Builder, TensorType, constant_int_list, is_none, producer, tensor_type
+from effc.passes.chai_narrow import (
+    Builder,
+    TensorType,
+    constant_int,
+    constant_int_list,
+    is_none,
+    producer,
+    tensor_type,
+)
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.quantize_dynamic"
@@ -45,16 +59,65 @@ LINEAR = "torch.aten.linear"
 # `mm` and `matmul` take the weight as [K, N] (on the right), `linear` as nn.Linear stores it, [N, K].
 MATMULS = frozenset({"torch.aten.mm", "torch.aten.matmul", LINEAR})
 _TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
+_RESOURCE_KEY = re.compile(r"^dense_resource<(?P<key>[\w.$-]+)>")
 
 
-def _is_constant_weight(value: ir.Value) -> bool:
-    """A literal, or a literal transposed (how torch-mlir imports `nn.Linear`'s weight)."""
-    op = producer(value)
+def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
+    """The literal behind `value` and whether `value` is its transpose: a literal, or a literal transposed (how
+    torch-mlir imports `nn.Linear`'s weight); None for anything else."""
+    op, transposed = producer(value), False
     while op is not None and op.name in _TRANSPOSES:
         if op.name == "torch.aten.permute" and constant_int_list(op.operands[1]) not in ([1, 0], [-1, -2]):
-            return False
+            return None
+        if op.name == "torch.aten.transpose.int":
+            first, second = (constant_int(v) for v in op.operands[1:3])
+            if first is None or second is None:
+                return None
+            transposed ^= first % 2 != second % 2
+        else:
+            transposed = not transposed
         op = producer(op.operands[0])
-    return op is not None and op.name == "torch.vtensor.literal"
+    return (op, transposed) if op is not None and op.name == "torch.vtensor.literal" else None
+
+
+class _LiteralData:
+    """The values of a module's f32 literals; the module is printed once, at the first `dense_resource` asked for."""
+
+    def __init__(self, module: ir.Operation) -> None:
+        self.module = module
+        self.blobs: dict[str, bytes] | None = None
+
+    def array(self, literal: ir.Operation) -> np.ndarray | None:
+        attr = literal.attributes["value"]
+        shape = ir.ShapedType(attr.type).shape
+        try:
+            dense = ir.DenseFPElementsAttr(attr)
+        except ValueError:  # a dense_resource blob, which the bindings cannot read
+            dense = None
+        if dense is not None:
+            return np.array(dense, dtype=np.float32).reshape(shape)
+        match = _RESOURCE_KEY.match(str(attr))
+        if match is None:
+            return None
+        if self.blobs is None:
+            self.blobs = resource_blobs(self.module.get_asm())
+        data = self.blobs.get(match["key"])
+        return None if data is None else np.frombuffer(data, dtype=np.float32).reshape(shape)
+
+
+def _quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scale [1, N], int8 values) of a [K, N] f32 weight: `_scale_and_quantize`'s arithmetic, ahead of time."""
+    peak = np.abs(w).max(axis=0, keepdims=True)
+    scale = np.maximum(peak, np.float32(_MIN_SCALE * _INT8_MAX)) / np.float32(_INT8_MAX)
+    return scale, np.round(w / scale).astype(np.int8)
+
+
+def _resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> ir.Value:
+    element = ir.IntegerType.get_signed(8) if dtype == "si8" else ir.F32Type.get()
+    data = np.ascontiguousarray(array)
+    builtin = ir.RankedTensorType.get(list(data.shape), element, loc=b.loc)
+    attr = ir.DenseResourceElementsAttr.get_from_buffer(data, name, builtin)
+    return b.op("torch.vtensor.literal", [], [TensorType(data.shape, dtype).ir_type()], {"value": attr}).result
 
 
 def _scale_and_quantize(b: Builder, x: ir.Value, axis: int) -> tuple[ir.Value, ir.Value]:
@@ -80,10 +143,11 @@ def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     return b.op("torch.aten.to.dtype", operands, [out]).result
 
 
-def _quantize(op: ir.Operation) -> None:
+def _quantize(op: ir.Operation, literals: _LiteralData) -> None:
     """Replace `op`'s result with the int8 form above (raises `Skip` where it does not apply)."""
     x, weight = op.operands[0], op.operands[1]
-    if not _is_constant_weight(weight):
+    source = _constant_source(weight)
+    if source is None:
         raise Skip("weight not a constant")
     types = [tensor_type(v) for v in (x, weight, op.results[0])]
     if any(t is None or t.dtype != "f32" for t in types):
@@ -94,11 +158,17 @@ def _quantize(op: ir.Operation) -> None:
         raise Skip("dynamic shape")
     if len(wt.shape) != 2 or not xt.shape:
         raise Skip("weight not a matrix")
+    literal, transposed = source
+    data = literals.array(literal)
+    if data is None:
+        raise Skip("weight data not in the module")
+    as_used = data.T if transposed else data
+    w_scale_data, w_q_data = _quantize_columns(as_used.T if op.name == LINEAR else as_used)  # [K, N]
     b = Builder(op)
-    w = b.permute(weight, [1, 0]) if op.name == LINEAR else weight  # [K, N]
     rows = b.view(x, [math.prod(xt.shape[:-1]), xt.shape[-1]]) if len(xt.shape) != 2 else x
     x_scale, x_q = _scale_and_quantize(b, rows, axis=1)
-    w_scale, w_q = _scale_and_quantize(b, w, axis=0)
+    w_q = _resource_literal(b, w_q_data, "si8", "effc_int8_weight")
+    w_scale = _resource_literal(b, w_scale_data, "f32", "effc_int8_scale")
     flat = TensorType((math.prod(xt.shape[:-1]), out.shape[-1]), "f32")
     accumulated = b.op("torch.aten.mm", [x_q, w_q], [TensorType(flat.shape, "si32").ir_type()]).result
     product = _cast(b, accumulated, _F32, "f32")
@@ -117,8 +187,13 @@ def quantize_module(module: ir.Operation) -> str:
         matmuls = [
             op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
         ]
+        literals = _LiteralData(module)
         return rewrite_sites(
-            module, matmuls, _quantize, attribute=REPORT_ATTRIBUTE, what="matmuls by constant weights in int8"
+            module,
+            matmuls,
+            lambda op: _quantize(op, literals),
+            attribute=REPORT_ATTRIBUTE,
+            what="matmuls by constant weights in int8",
         )
 
 

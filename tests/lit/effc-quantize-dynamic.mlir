@@ -1,8 +1,8 @@
-// effc-quantize-dynamic: an f32 matmul by a constant weight becomes an int8 x int8 -> int32 matmul. The weight is
-// quantized per output column by a constant expression (IREE's const-eval folds it to int8 data), the activation
-// per row at run time, both symmetric (max|v| / 127); the int32 product is scaled back by both scales. Matmuls of
-// two activations, batched weights and non-f32 matmuls are left, counted by reason in the module attribute
-// effc.quantize_dynamic. aten.linear and aten.matmul (IR that kept them) flatten their rows around the same form.
+// effc-quantize-dynamic: an f32 matmul by a constant weight becomes an int8 x int8 -> int32 matmul. The pass
+// quantizes the weight per output column (max|w| / 127) into int8 and f32 blobs, the activation per row at run time
+// (max|x| / 127); the int32 product is scaled back by both scales. Matmuls of two activations, batched weights and
+// non-f32 matmuls are left, counted by reason in the module attribute effc.quantize_dynamic. aten.linear and
+// aten.matmul (IR that kept them) flatten their rows around the same form.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
 
@@ -10,8 +10,7 @@
 // nn.Linear as torch-mlir imports it: mm by the permuted weight literal.
 // CHECK-LABEL: func.func @linear(
 // CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
-// CHECK:         %[[W:.*]] = torch.vtensor.literal(dense<{{.*}}> : tensor<2x3xf32>)
-// CHECK:         %[[WT:.*]] = torch.aten.permute %[[W]]
+// CHECK-NOT:     torch.aten.permute
 // The activation's scale: max |x| over each row, / 127; to.dtype's 1 is int8, 6 is f32.
 // CHECK:         %[[XABS:.*]] = torch.aten.abs %[[X]]
 // CHECK-NEXT:    %[[ONE:.*]] = torch.constant.int 1
@@ -21,12 +20,10 @@
 // CHECK:         %[[XDIV:.*]] = torch.aten.div.Tensor %[[X]], %[[XSCALE]]
 // CHECK:         %[[XROUND:.*]] = torch.aten.round %[[XDIV]]
 // CHECK:         %[[XQ:.*]] = torch.aten.to.dtype %[[XROUND]], %[[ONE]], {{.*}} -> !torch.vtensor<[4,3],si8>
-// The weight's scale: max |w| over each output column, / 127.
-// CHECK:         %[[WABS:.*]] = torch.aten.abs %[[WT]]
-// CHECK:         %[[WMAX:.*]] = torch.aten.amax %[[WABS]], {{.*}} -> !torch.vtensor<[1,2],f32>
-// CHECK:         %[[WSCALE:.*]] = torch.aten.div.Scalar {{.*}} -> !torch.vtensor<[1,2],f32>
-// CHECK:         %[[WDIV:.*]] = torch.aten.div.Tensor %[[WT]], %[[WSCALE]]
-// CHECK:         %[[WQ:.*]] = torch.aten.to.dtype {{.*}} -> !torch.vtensor<[3,2],si8>
+// The weight, transposed to [K, N] and quantized by the pass (its values are checked at the end of this file).
+// CHECK-NOT:     torch.aten.abs
+// CHECK:         %[[WQ:.*]] = torch.vtensor.literal(dense_resource<effc_int8_weight> : tensor<3x2xsi8>) : !torch.vtensor<[3,2],si8>
+// CHECK-NEXT:    %[[WSCALE:.*]] = torch.vtensor.literal(dense_resource<effc_int8_scale> : tensor<1x2xf32>) : !torch.vtensor<[1,2],f32>
 // CHECK:         %[[ACC:.*]] = torch.aten.mm %[[XQ]], %[[WQ]] : !torch.vtensor<[4,3],si8>, !torch.vtensor<[3,2],si8> -> !torch.vtensor<[4,2],si32>
 // CHECK-NEXT:    %[[F32:.*]] = torch.constant.int 6
 // CHECK:         %[[F:.*]] = torch.aten.to.dtype %[[ACC]], %[[F32]], {{.*}} -> !torch.vtensor<[4,2],f32>
@@ -67,12 +64,10 @@ func.func @half(%x: !torch.vtensor<[4,3],f16>) -> !torch.vtensor<[4,2],f16> {
 // back to [2,4,2], then the bias added.
 // CHECK-LABEL: func.func @linear3d(
 // CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[2,4,3],f32>
-// CHECK:         %[[W:.*]] = torch.vtensor.literal({{.*}} : tensor<2x3xf32>)
 // CHECK:         %[[B:.*]] = torch.vtensor.literal({{.*}} : tensor<2xf32>)
-// CHECK:         %[[WT:.*]] = torch.aten.permute %[[W]], {{.*}} -> !torch.vtensor<[3,2],f32>
 // CHECK:         %[[ROWS:.*]] = torch.aten.view %[[X]], {{.*}} -> !torch.vtensor<[8,3],f32>
 // CHECK:         torch.aten.abs %[[ROWS]]
-// CHECK:         torch.aten.abs %[[WT]]
+// CHECK:         torch.vtensor.literal(dense_resource<effc_int8_weight_1> : tensor<3x2xsi8>)
 // CHECK:         %[[ACC:.*]] = torch.aten.mm {{.*}} : !torch.vtensor<[8,3],si8>, !torch.vtensor<[3,2],si8> -> !torch.vtensor<[8,2],si32>
 // CHECK:         torch.aten.mul.Tensor {{.*}} -> !torch.vtensor<[8,2],f32>
 // CHECK-NEXT:    %[[Y2:.*]] = torch.aten.mul.Tensor {{.*}} -> !torch.vtensor<[8,2],f32>
@@ -96,3 +91,11 @@ func.func @batched(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f3
   %y = torch.aten.matmul %x, %w : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3,2],f32> -> !torch.vtensor<[2,4,2],f32>
   return %y : !torch.vtensor<[2,4,2],f32>
 }
+
+// The weights' blobs: a 4-byte alignment header, then the data. @linear's weight transposed to [K, N] is
+// [[1, 0.25], [-2, 4], [0.5, -1]]; its column scales 2/127 and 4/127 (f32 0x3C810204, 0x3D010204) make it
+// [[64, 8], [-127, 127], [32, -32]] (63.5 rounds to even, 64). @linear3d's is the same matrix.
+// CHECK:         dialect_resources
+// CHECK:         effc_int8_weight: "0x010000004008817F20E0"
+// CHECK-NEXT:    effc_int8_scale: "0x040000000402813C0402013D"
+// CHECK-NEXT:    effc_int8_weight_1: "0x010000004008817F20E0"
