@@ -137,7 +137,7 @@ def load_hf_directory(path: Path, gguf_file: str | None = None) -> tuple[Any, An
     is_causal = any(a.endswith("ForCausalLM") for a in architectures) or gguf_file is not None
     auto = transformers.AutoModelForCausalLM if is_causal else transformers.AutoModel
     try:
-        model = auto.from_pretrained(path, **kwargs).eval()
+        model = auto.from_pretrained(path, config=config, **kwargs).eval()  # config given: the GGUF is parsed once less
     except (OSError, ValueError) as err:
         raise EffcError(f"cannot load the model in '{path}': {first_line(err)}") from None
     try:
