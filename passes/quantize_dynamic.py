@@ -106,7 +106,7 @@ class _LiteralData:
 
 
 def _quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(scale [1, N], int8 values) of a [K, N] f32 weight: `_scale_and_quantize`'s arithmetic, ahead of time."""
+    """(scale [1, N], int8 values) of a [K, N] f32 weight: `_quantize_rows`' arithmetic per column, ahead of time."""
     peak = np.abs(w).max(axis=0, keepdims=True)
     scale = np.maximum(peak, np.float32(_MIN_SCALE * _INT8_MAX)) / np.float32(_INT8_MAX)
     return scale, np.round(w / scale).astype(np.int8)
@@ -120,14 +120,13 @@ def _resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> i
     return b.op("torch.vtensor.literal", [], [TensorType(data.shape, dtype).ir_type()], {"value": attr}).result
 
 
-def _scale_and_quantize(b: Builder, x: ir.Value, axis: int) -> tuple[ir.Value, ir.Value]:
-    """(scale, int8 values) of `x` ([rows, cols], f32), symmetric, one scale per slice across `axis`."""
+def _quantize_rows(b: Builder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(scale [rows, 1], int8 values) of an activation `x` ([rows, cols], f32), symmetric, at run time."""
     xt = tensor_type(x)
     assert xt is not None
-    f32 = xt.dtype
-    reduced = TensorType((*xt.shape[:axis], 1, *xt.shape[axis + 1 :]), f32).ir_type()
+    reduced = TensorType((xt.shape[0], 1), xt.dtype).ir_type()
     magnitude = b.op("torch.aten.abs", [x], [x.type]).result
-    peak = b.op("torch.aten.amax", [magnitude, b.int_list([axis]), b.bool(True)], [reduced]).result
+    peak = b.op("torch.aten.amax", [magnitude, b.int_list([1]), b.bool(True)], [reduced]).result
     floor = b.op("torch.aten.clamp_min", [peak, b.float(_MIN_SCALE * _INT8_MAX)], [reduced]).result
     scale = b.op("torch.aten.div.Scalar", [floor, b.float(_INT8_MAX)], [reduced]).result
     scaled = b.op("torch.aten.div.Tensor", [x, scale], [x.type]).result
@@ -166,7 +165,7 @@ def _quantize(op: ir.Operation, literals: _LiteralData) -> None:
     w_scale_data, w_q_data = _quantize_columns(as_used.T if op.name == LINEAR else as_used)  # [K, N]
     b = Builder(op)
     rows = b.view(x, [math.prod(xt.shape[:-1]), xt.shape[-1]]) if len(xt.shape) != 2 else x
-    x_scale, x_q = _scale_and_quantize(b, rows, axis=1)
+    x_scale, x_q = _quantize_rows(b, rows)
     w_q = _resource_literal(b, w_q_data, "si8", "effc_int8_weight")
     w_scale = _resource_literal(b, w_scale_data, "f32", "effc_int8_scale")
     flat = TensorType((math.prod(xt.shape[:-1]), out.shape[-1]), "f32")
