@@ -6,7 +6,7 @@
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
 
-// CHECK:       module attributes {effc.quantize_dynamic = "2/5 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
+// CHECK:       module attributes {effc.quantize_dynamic = "4/7 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
 // nn.Linear as torch-mlir imports it: mm by the permuted weight literal.
 // CHECK-LABEL: func.func @linear(
 // CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
@@ -82,6 +82,28 @@ func.func @linear3d(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f
   return %y : !torch.vtensor<[2,4,2],f32>
 }
 
+// The same weight as @linear's, reached through aten.transpose.int, and as a [K, N] literal used directly: both give
+// @linear's int8 blob (checked at the end of this file).
+// CHECK-LABEL: func.func @transpose_int(
+// CHECK:         torch.vtensor.literal(dense_resource<effc_int8_weight_2> : tensor<3x2xsi8>)
+// CHECK-NOT:     torch.aten.transpose.int
+func.func @transpose_int(%x: !torch.vtensor<[4,3],f32>) -> !torch.vtensor<[4,2],f32> {
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %w = torch.vtensor.literal(dense<[[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]]> : tensor<2x3xf32>) : !torch.vtensor<[2,3],f32>
+  %wt = torch.aten.transpose.int %w, %int0, %int1 : !torch.vtensor<[2,3],f32>, !torch.int, !torch.int -> !torch.vtensor<[3,2],f32>
+  %y = torch.aten.mm %x, %wt : !torch.vtensor<[4,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[4,2],f32>
+  return %y : !torch.vtensor<[4,2],f32>
+}
+
+// CHECK-LABEL: func.func @direct(
+// CHECK:         torch.vtensor.literal(dense_resource<effc_int8_weight_3> : tensor<3x2xsi8>)
+func.func @direct(%x: !torch.vtensor<[4,3],f32>) -> !torch.vtensor<[4,2],f32> {
+  %w = torch.vtensor.literal(dense<[[1.0, 0.25], [-2.0, 4.0], [0.5, -1.0]]> : tensor<3x2xf32>) : !torch.vtensor<[3,2],f32>
+  %y = torch.aten.mm %x, %w : !torch.vtensor<[4,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[4,2],f32>
+  return %y : !torch.vtensor<[4,2],f32>
+}
+
 // A constant batch of weights (one matrix per batch) is not one weight matrix: left.
 // CHECK-LABEL: func.func @batched(
 // CHECK:         torch.aten.matmul %{{.*}}, %{{.*}} : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3,2],f32> -> !torch.vtensor<[2,4,2],f32>
@@ -94,8 +116,10 @@ func.func @batched(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f3
 
 // The weights' blobs: a 4-byte alignment header, then the data. @linear's weight transposed to [K, N] is
 // [[1, 0.25], [-2, 4], [0.5, -1]]; its column scales 2/127 and 4/127 (f32 0x3C810204, 0x3D010204) make it
-// [[64, 8], [-127, 127], [32, -32]] (63.5 rounds to even, 64). @linear3d's is the same matrix.
+// [[64, 8], [-127, 127], [32, -32]] (63.5 rounds to even, 64). The later functions' are the same matrix.
 // CHECK:         dialect_resources
 // CHECK:         effc_int8_weight: "0x010000004008817F20E0"
 // CHECK-NEXT:    effc_int8_scale: "0x040000000402813C0402013D"
 // CHECK-NEXT:    effc_int8_weight_1: "0x010000004008817F20E0"
+// CHECK:         effc_int8_weight_2: "0x010000004008817F20E0"
+// CHECK:         effc_int8_weight_3: "0x010000004008817F20E0"
