@@ -59,6 +59,8 @@ LINEAR = "torch.aten.linear"
 # `mm` and `matmul` take the weight as [K, N] (on the right), `linear` as nn.Linear stores it, [N, K].
 MATMULS = frozenset({"torch.aten.mm", "torch.aten.matmul", LINEAR})
 _TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
+# Ops that change only a tensor's shape: quantizing the rows of any view of one value gives the same result.
+_VIEWS = frozenset({"torch.aten.view", "torch.aten.reshape", "torch.aten._unsafe_view"})
 _RESOURCE_KEY = re.compile(r"^dense_resource<(?P<key>[\w.$-]+)>")
 
 
@@ -120,6 +122,29 @@ def _resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> i
     return b.op("torch.vtensor.literal", [], [TensorType(data.shape, dtype).ir_type()], {"value": attr}).result
 
 
+class _QuantizedRows:
+    """Each activation's rows quantized once: Q, K and V (or gate and up) read the same input through views of
+    their own. IREE's CSE merges such copies as well (MiniLM's dispatches are the same either way), but the IR
+    that `effc opt` prints and the profiler maps should not carry three of them."""
+
+    def __init__(self) -> None:
+        self.done: dict[tuple[ir.Value, tuple[int, ...]], tuple[ir.Value, ir.Value]] = {}
+
+    def get(self, b: Builder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(scale, int8 values) of `x`'s rows, flattened to [rows, cols], built before the first matmul that asks.
+
+        Matmul sites come in block order, so the first site's quantization dominates the later ones."""
+        xt = tensor_type(x)
+        assert xt is not None
+        flat = (math.prod(xt.shape[:-1]), xt.shape[-1])
+        view = producer(x)
+        root = view.operands[0] if view is not None and view.name in _VIEWS else x
+        key = (root, flat)
+        if key not in self.done:
+            self.done[key] = _quantize_rows(b, b.view(x, list(flat)) if xt.shape != flat else x)
+        return self.done[key]
+
+
 def _quantize_rows(b: Builder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     """(scale [rows, 1], int8 values) of an activation `x` ([rows, cols], f32), symmetric, at run time."""
     xt = tensor_type(x)
@@ -142,7 +167,7 @@ def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     return b.op("torch.aten.to.dtype", operands, [out]).result
 
 
-def _quantize(op: ir.Operation, literals: _LiteralData) -> None:
+def _quantize(op: ir.Operation, literals: _LiteralData, rows: _QuantizedRows) -> None:
     """Replace `op`'s result with the int8 form above (raises `Skip` where it does not apply)."""
     x, weight = op.operands[0], op.operands[1]
     source = _constant_source(weight)
@@ -164,8 +189,7 @@ def _quantize(op: ir.Operation, literals: _LiteralData) -> None:
     as_used = data.T if transposed else data
     w_scale_data, w_q_data = _quantize_columns(as_used.T if op.name == LINEAR else as_used)  # [K, N]
     b = Builder(op)
-    rows = b.view(x, [math.prod(xt.shape[:-1]), xt.shape[-1]]) if len(xt.shape) != 2 else x
-    x_scale, x_q = _quantize_rows(b, rows)
+    x_scale, x_q = rows.get(b, x)
     w_q = _resource_literal(b, w_q_data, "si8", "effc_int8_weight")
     w_scale = _resource_literal(b, w_scale_data, "f32", "effc_int8_scale")
     flat = TensorType((math.prod(xt.shape[:-1]), out.shape[-1]), "f32")
@@ -186,11 +210,11 @@ def quantize_module(module: ir.Operation) -> str:
         matmuls = [
             op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
         ]
-        literals = _LiteralData(module)
+        literals, rows = _LiteralData(module), _QuantizedRows()
         return rewrite_sites(
             module,
             matmuls,
-            lambda op: _quantize(op, literals),
+            lambda op: _quantize(op, literals, rows),
             attribute=REPORT_ATTRIBUTE,
             what="matmuls by constant weights in int8",
         )

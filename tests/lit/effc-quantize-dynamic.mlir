@@ -1,12 +1,12 @@
 // effc-quantize-dynamic: an f32 matmul by a constant weight becomes an int8 x int8 -> int32 matmul. The pass
 // quantizes the weight per output column (max|w| / 127) into int8 and f32 blobs, the activation per row at run time
-// (max|x| / 127); the int32 product is scaled back by both scales. Matmuls of two activations, batched weights and
+// (max|x| / 127), once per activation however many matmuls read it; the int32 product is scaled back by both scales. Matmuls of two activations, batched weights and
 // non-f32 matmuls are left, counted by reason in the module attribute effc.quantize_dynamic. aten.linear and
 // aten.matmul (IR that kept them) flatten their rows around the same form.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
 
-// CHECK:       module attributes {effc.quantize_dynamic = "4/7 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
+// CHECK:       module attributes {effc.quantize_dynamic = "6/9 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
 // nn.Linear as torch-mlir imports it: mm by the permuted weight literal.
 // CHECK-LABEL: func.func @linear(
 // CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
@@ -102,6 +102,32 @@ func.func @direct(%x: !torch.vtensor<[4,3],f32>) -> !torch.vtensor<[4,2],f32> {
   %w = torch.vtensor.literal(dense<[[1.0, 0.25], [-2.0, 4.0], [0.5, -1.0]]> : tensor<3x2xf32>) : !torch.vtensor<[3,2],f32>
   %y = torch.aten.mm %x, %w : !torch.vtensor<[4,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[4,2],f32>
   return %y : !torch.vtensor<[4,2],f32>
+}
+
+// Two projections of one activation, each through a view of its own (as torch-mlir imports Q, K and V): its rows are
+// quantized once, and both int8 matmuls read the same values and scales.
+// CHECK-LABEL: func.func @shared_input(
+// CHECK:         %[[ROWS:.*]] = torch.aten.view %{{.*}} -> !torch.vtensor<[8,3],f32>
+// CHECK:         torch.aten.abs %[[ROWS]]
+// CHECK:         %[[SCALE:.*]] = torch.aten.div.Scalar
+// CHECK:         %[[XQ:.*]] = torch.aten.to.dtype {{.*}} -> !torch.vtensor<[8,3],si8>
+// CHECK-NOT:     torch.aten.abs
+// CHECK:         torch.aten.mm %[[XQ]], %{{.*}} -> !torch.vtensor<[8,2],si32>
+// CHECK:         torch.aten.mul.Tensor %{{.*}}, %[[SCALE]]
+// CHECK-NOT:     torch.aten.abs
+// CHECK:         torch.aten.mm %[[XQ]], %{{.*}} -> !torch.vtensor<[8,2],si32>
+// CHECK:         torch.aten.mul.Tensor %{{.*}}, %[[SCALE]]
+func.func @shared_input(%x: !torch.vtensor<[2,4,3],f32>) -> (!torch.vtensor<[8,2],f32>, !torch.vtensor<[8,2],f32>) {
+  %int8 = torch.constant.int 8
+  %int3 = torch.constant.int 3
+  %shape = torch.prim.ListConstruct %int8, %int3 : (!torch.int, !torch.int) -> !torch.list<int>
+  %wq = torch.vtensor.literal(dense<[[1.0, 0.25], [-2.0, 4.0], [0.5, -1.0]]> : tensor<3x2xf32>) : !torch.vtensor<[3,2],f32>
+  %wk = torch.vtensor.literal(dense<[[0.5, 1.0], [2.0, -4.0], [1.0, 0.5]]> : tensor<3x2xf32>) : !torch.vtensor<[3,2],f32>
+  %xq_rows = torch.aten.view %x, %shape : !torch.vtensor<[2,4,3],f32>, !torch.list<int> -> !torch.vtensor<[8,3],f32>
+  %q = torch.aten.mm %xq_rows, %wq : !torch.vtensor<[8,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[8,2],f32>
+  %xk_rows = torch.aten.view %x, %shape : !torch.vtensor<[2,4,3],f32>, !torch.list<int> -> !torch.vtensor<[8,3],f32>
+  %k = torch.aten.mm %xk_rows, %wk : !torch.vtensor<[8,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[8,2],f32>
+  return %q, %k : !torch.vtensor<[8,2],f32>, !torch.vtensor<[8,2],f32>
 }
 
 // A constant batch of weights (one matrix per batch) is not one weight matrix: left.
