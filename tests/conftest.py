@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,20 @@ class CliResult:
 
 
 EffcCli = Callable[..., CliResult]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def effc_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """effc's cache (models.cache_root) for this session alone: tests neither read what an earlier run left in the
+    user's cache nor leave the 0.5 GB conversion of SmolLM2 there. CLI subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("effc-cache")
+    previous = os.environ.get("EFFC_CACHE_DIR")
+    os.environ["EFFC_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["EFFC_CACHE_DIR"]
+    else:
+        os.environ["EFFC_CACHE_DIR"] = previous
 
 
 @pytest.fixture
