@@ -14,11 +14,20 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch_mlir import ir
 from torch_mlir.compiler_utils import TorchMlirCompilerError, run_pipeline_with_repro_report
 from torch_mlir.extras.fx_decomp_util import get_decomposition_table
-from torch_mlir.extras.fx_importer import FxImporter
+from torch_mlir.extras.fx_importer import (
+    TORCH_DTYPE_TO_MLIR_TYPE_ASM,
+    FxImporter,
+    FxImporterHooks,
+    GraphNodeImporter,
+    InputInfo,
+    create_mlir_tensor_type,
+)
 
 from effc.compiler.errors import EffcError, first_line
 from effc.compiler.fold_gqa import fold_repeated_kv
@@ -125,6 +134,41 @@ def export_model(
     return program, example
 
 
+# Element types numpy holds as they are (bf16 and the 8-bit floats take torch-mlir's own path, through ml_dtypes).
+_NUMPY_DTYPES = frozenset(
+    {torch.float16, torch.float32, torch.float64, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
+)
+
+
+class _WeightLiterals(FxImporterHooks):
+    """Weights become `dense_resource` literals straight from their memory. torch-mlir's default goes through a
+    Python list per tensor (`np.array(tensor.tolist())`): 14 of the 47 s that SmolLM2's export and import took.
+    The blobs, their names and the literals are the same; one tensor used twice (tied embeddings) is one blob."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[int, tuple[torch.Tensor, ir.Attribute]] = {}  # the tensor is held so its id stays its own
+
+    def resolve_literal(self, gni: GraphNodeImporter, literal: Any, info: InputInfo | None) -> ir.Value | None:
+        if (
+            not isinstance(literal, torch.Tensor)
+            or isinstance(literal, FakeTensor)
+            or literal.dtype not in _NUMPY_DTYPES
+            or literal.numel() <= 1  # torch-mlir makes these splats
+        ):
+            return None
+        entry = self.blobs.get(id(literal))
+        if entry is None:
+            data = np.array(literal.detach().numpy(), order="C")  # a copy: the module must not see later edits
+            shape = "_".join(str(d) for d in literal.shape)
+            blob = ir.DenseResourceElementsAttr.get_from_buffer(
+                data, f"torch_tensor_{shape}_{literal.dtype}", create_mlir_tensor_type(literal)
+            )
+            entry = self.blobs[id(literal)] = (literal, blob)
+        dims = ",".join(str(d) for d in literal.shape)
+        vtensor = ir.Type.parse(f"!torch.vtensor<[{dims}],{TORCH_DTYPE_TO_MLIR_TYPE_ASM[literal.dtype]}>")
+        return ir.Operation.create("torch.vtensor.literal", results=[vtensor], attributes={"value": entry[1]}).result
+
+
 def import_program(
     program: torch.export.ExportedProgram,
     *,
@@ -145,7 +189,7 @@ def import_program(
     for buffer in program.graph_signature.non_persistent_buffers:
         state[buffer] = program.constants[buffer]
     ctx = new_context()
-    importer = FxImporter(context=ctx)
+    importer = FxImporter(context=ctx, hooks=_WeightLiterals())
     importer.import_frozen_program(program, func_name=name)
     module = importer.module
     _check_no_unknown_ops(module)
