@@ -19,6 +19,34 @@ from effc.tests.conftest import EffcCli
 
 
 @pytest.mark.slow
+def test_gguf_model_loads_from_its_cached_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second load of SmolLM2 reads the cached f32 folder, not the GGUF file, and gets the same model.
+
+    First in this file, so that the compile test below loads from the conversion instead of making its own."""
+    bundled = models.BUNDLED["smollm2"]
+    assert bundled.gguf_file is not None
+    converted = models.converted_gguf_dir(models.bundled_model_dir(bundled) / bundled.gguf_file)
+    assert converted.is_relative_to(models.cache_root())
+    shutil.rmtree(converted, ignore_errors=True)  # whatever ran before: this load must convert
+    first, first_tokenizer, first_causal = models.load_bundled_hf("smollm2")
+    assert (converted / "model.safetensors").is_file()
+
+    def parse_gguf(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the GGUF file was parsed again")
+
+    monkeypatch.setattr(gguf_utils, "load_gguf_checkpoint", parse_gguf)
+    second, second_tokenizer, second_causal = models.load_bundled_hf("smollm2")
+    assert first_causal and second_causal
+    assert type(second) is type(first) is transformers.LlamaForCausalLM
+    weights = second.state_dict()
+    assert all(torch.equal(weights[name], tensor) for name, tensor in first.state_dict().items())
+    assert second.lm_head.weight.data_ptr() == second.model.embed_tokens.weight.data_ptr(), "tied as in the GGUF"
+    text = models.EXAMPLE_TEXT
+    assert second_tokenizer(text)["input_ids"] == first_tokenizer(text)["input_ids"]
+    assert second_tokenizer.eos_token == first_tokenizer.eos_token
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["minilm", "smollm2"])
 def test_bundled_model_matches_torch(name: str) -> None:
     compiled = effc.compile(name)
@@ -51,32 +79,6 @@ def test_main_job_command(effc_cli: EffcCli, tmp_path: Path) -> None:
     assert data["output"] == str(out.resolve())
     assert max(data["relative_error_vs_torch"]) <= 1e-4
     assert (tmp_path / "temps" / "01-imported.mlir").read_text().count("torch.aten.") > 50
-
-
-@pytest.mark.slow
-def test_gguf_model_loads_from_its_cached_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The second load of SmolLM2 reads the cached f32 folder, not the GGUF file, and gets the same model."""
-    bundled = models.BUNDLED["smollm2"]
-    assert bundled.gguf_file is not None
-    converted = models.converted_gguf_dir(models.bundled_model_dir(bundled) / bundled.gguf_file)
-    assert converted.is_relative_to(models.cache_root())
-    shutil.rmtree(converted, ignore_errors=True)  # an earlier test of this session may have converted it
-    first, first_tokenizer, first_causal = models.load_bundled_hf("smollm2")
-    assert (converted / "model.safetensors").is_file()
-
-    def parse_gguf(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the GGUF file was parsed again")
-
-    monkeypatch.setattr(gguf_utils, "load_gguf_checkpoint", parse_gguf)
-    second, second_tokenizer, second_causal = models.load_bundled_hf("smollm2")
-    assert first_causal and second_causal
-    assert type(second) is type(first) is transformers.LlamaForCausalLM
-    weights = second.state_dict()
-    assert all(torch.equal(weights[name], tensor) for name, tensor in first.state_dict().items())
-    assert second.lm_head.weight.data_ptr() == second.model.embed_tokens.weight.data_ptr(), "tied as in the GGUF"
-    text = models.EXAMPLE_TEXT
-    assert second_tokenizer(text)["input_ids"] == first_tokenizer(text)["input_ids"]
-    assert second_tokenizer.eos_token == first_tokenizer.eos_token
 
 
 def _tiny_llama() -> transformers.LlamaForCausalLM:
