@@ -10,6 +10,7 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,16 @@ def machine_description() -> dict[str, object]:
     }
 
 
+# torch 2.13 deprecates torch.ao.quantization and its quantized tensors: its notice to itself, not the user's to act on.
+_TORCH_AO_DEPRECATED = r"(torch\.ao\.quantization is deprecated|.*quantized tensor creation functions.*deprecated)"
+
+
 def torch_dynamic_int8(module: torch.nn.Module, *, inplace: bool = False) -> torch.nn.Module:
     """`module` with every nn.Linear dynamically quantized by torch (qint8 weights, activations per call): the torch
-    counterpart of effc's `--matmul-precision int8`."""
-    return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace)
+    counterpart of effc's `--matmul-precision int8`, which the bench compares with, warnings of deprecation aside."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TORCH_AO_DEPRECATED)
+        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace)
 
 
 def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compile: bool = True) -> dict[str, Any]:

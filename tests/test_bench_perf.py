@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,10 @@ def test_torch_int8_mode_runs_torch_aos_dynamic_quantization() -> None:
     model, inputs = model_zoo.mlp()
     with torch.no_grad():
         f32 = model(*inputs).numpy()
-    fn, _ = torch_callable("eager-int8", model, inputs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn, _ = torch_callable("eager-int8", model, inputs)
+    assert not caught, "torch.ao's deprecation notices are torch's, not for the user of `effc bench`"
     linears = [m for m in fn.modules() if "Linear" in type(m).__name__]
     assert linears and all(type(m).__module__.startswith("torch.ao.nn.quantized") for m in linears)
     with torch.no_grad():
