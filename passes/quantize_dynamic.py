@@ -19,7 +19,7 @@ accuracy (about 7% relative error on MiniLM's hidden states, as torch's own dyna
 `--matmul-precision int8` measures it with `--check`, and bench/perf/accuracy.py on the task.
 
 The weights are quantized by the pass rather than left to IREE as constant expressions: IREE's const-eval of
-those took 98 of SmolLM2's 214 s int8 compile. The module's blobs are read from its printed form, once.
+those took 98 of SmolLM2's 214 s int8 compile. Each weight's blob is read from the printed form of its literal.
 
 Left as they are, counted by reason in the module attribute `effc.quantize_dynamic`: matmuls whose weight is not
 a constant or not a matrix (batched), that are not f32, or have dynamic shapes.
@@ -82,29 +82,25 @@ def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
     return (op, transposed) if op is not None and op.name == "torch.vtensor.literal" else None
 
 
-class _LiteralData:
-    """The values of a module's f32 literals; the module is printed once, at the first `dense_resource` asked for."""
-
-    def __init__(self, module: ir.Operation) -> None:
-        self.module = module
-        self.blobs: dict[str, bytes] | None = None
-
-    def array(self, literal: ir.Operation) -> np.ndarray | None:
-        attr = literal.attributes["value"]
-        shape = ir.ShapedType(attr.type).shape
-        try:
-            dense = ir.DenseFPElementsAttr(attr)
-        except ValueError:  # a dense_resource blob, which the bindings cannot read
-            dense = None
-        if dense is not None:
-            return np.array(dense, dtype=np.float32).reshape(shape)
-        match = _RESOURCE_KEY.match(str(attr))
-        if match is None:
-            return None
-        if self.blobs is None:
-            self.blobs = resource_blobs(self.module.get_asm())
-        data = self.blobs.get(match["key"])
-        return None if data is None else np.frombuffer(data, dtype=np.float32).reshape(shape)
+def _literal_array(literal: ir.Operation) -> np.ndarray | None:
+    """The values of an f32 literal. MLIR's Python bindings cannot read a `dense_resource` blob, so a module holding
+    only a copy of the literal is printed, and the blob read from its text: one weight's text at a time, where
+    printing the whole module held SmolLM2's 1 GB of text and 0.5 GB of blobs at once."""
+    attr = literal.attributes["value"]
+    shape = ir.ShapedType(attr.type).shape
+    try:
+        dense = ir.DenseFPElementsAttr(attr)
+    except ValueError:  # a dense_resource blob
+        dense = None
+    if dense is not None:
+        return np.array(dense, dtype=np.float32).reshape(shape)
+    match = _RESOURCE_KEY.match(str(attr))
+    if match is None:
+        return None
+    scratch = ir.Module.create(loc=literal.location)
+    literal.clone(ip=ir.InsertionPoint(scratch.body))
+    data = resource_blobs(scratch.operation.get_asm()).get(match["key"])
+    return None if data is None else np.frombuffer(data, dtype=np.float32).reshape(shape)
 
 
 def _quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +163,7 @@ def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     return b.op("torch.aten.to.dtype", operands, [out]).result
 
 
-def _quantize(op: ir.Operation, literals: _LiteralData, rows: _QuantizedRows) -> None:
+def _quantize(op: ir.Operation, rows: _QuantizedRows) -> None:
     """Replace `op`'s result with the int8 form above (raises `Skip` where it does not apply)."""
     x, weight = op.operands[0], op.operands[1]
     source = _constant_source(weight)
@@ -183,7 +179,7 @@ def _quantize(op: ir.Operation, literals: _LiteralData, rows: _QuantizedRows) ->
     if len(wt.shape) != 2 or not xt.shape:
         raise Skip("weight not a matrix")
     literal, transposed = source
-    data = literals.array(literal)
+    data = _literal_array(literal)
     if data is None:
         raise Skip("weight data not in the module")
     as_used = data.T if transposed else data
@@ -210,11 +206,11 @@ def quantize_module(module: ir.Operation) -> str:
         matmuls = [
             op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
         ]
-        literals, rows = _LiteralData(module), _QuantizedRows()
+        rows = _QuantizedRows()
         return rewrite_sites(
             module,
             matmuls,
-            lambda op: _quantize(op, literals, rows),
+            lambda op: _quantize(op, rows),
             attribute=REPORT_ATTRIBUTE,
             what="matmuls by constant weights in int8",
         )
