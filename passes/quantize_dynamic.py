@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import ClassVar
 
 import numpy as np
@@ -61,7 +60,6 @@ MATMULS = frozenset({"torch.aten.mm", "torch.aten.matmul", LINEAR})
 _TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
 # Ops that change only a tensor's shape: quantizing the rows of any view of one value gives the same result.
 _VIEWS = frozenset({"torch.aten.view", "torch.aten.reshape", "torch.aten._unsafe_view"})
-_RESOURCE_KEY = re.compile(r"^dense_resource<(?P<key>[\w.$-]+)>")
 
 
 def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
@@ -94,13 +92,10 @@ def _literal_array(literal: ir.Operation) -> np.ndarray | None:
         dense = None
     if dense is not None:
         return np.array(dense, dtype=np.float32).reshape(shape)
-    match = _RESOURCE_KEY.match(str(attr))
-    if match is None:
-        return None
     scratch = ir.Module.create(loc=literal.location)
     literal.clone(ip=ir.InsertionPoint(scratch.body))
-    data = resource_blobs(scratch.operation.get_asm()).get(match["key"])
-    return None if data is None else np.frombuffer(data, dtype=np.float32).reshape(shape)
+    blobs = list(resource_blobs(scratch.operation.get_asm()).values())  # this literal's blob alone, if it has one
+    return np.frombuffer(blobs[0], dtype=np.float32).reshape(shape) if len(blobs) == 1 else None
 
 
 def _quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
