@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "effc.runtime.read_cmd",
     "effc.search.search_cmd",
     "effc.passes.chai_cmd",
+    "effc.passes.quantize_cmd",
 )
 
 

@@ -201,10 +201,13 @@ def with_precision_flags(optional_flags: tuple[str, ...], precision_options: tup
 
 
 def with_precision_passes(pipeline: str | None, precision: str) -> str | None:
-    """`pipeline` followed by the effc passes that implement `precision` (int8's quantization)."""
+    """`pipeline` followed by the effc passes that implement `precision` (int8's quantization), unless it runs
+    them itself, with options of its own (`effc-quantize-dynamic{smooth=...}`)."""
     extra = PRECISION_PIPELINE.get(precision)
     if extra is None:
         return pipeline
-    from effc.passes.pipeline import chain_pipelines
+    from effc.passes.pipeline import chain_pipelines, pass_names
 
+    if pipeline and set(pass_names(extra)) <= set(pass_names(pipeline)):
+        return pipeline
     return chain_pipelines(pipeline, extra)

@@ -30,11 +30,7 @@ def register(subparsers: Any) -> None:
         description="Collect every head's attention probabilities on the calibration text, cluster heads per layer "
         "(K-means; k at the elbow of the error curve unless overridden) and write a versioned JSON plan.",
     )
-    calibrate.add_argument(
-        "model", metavar="MODEL", help="bundled model name (minilm, smollm2) or Hugging Face model directory"
-    )
-    calibrate.add_argument("--data", required=True, metavar="FILE", help="calibration text, one document per line")
-    calibrate.add_argument("-o", "--output", default=None, help="plan file (default: MODEL_NAME.chai.json)")
+    add_calibration_arguments(calibrate, "plan file (default: MODEL_NAME.chai.json)")
     calibrate.add_argument(
         "--layers-k",
         default="",
@@ -56,8 +52,6 @@ def register(subparsers: Any) -> None:
         "error of attention rows (no extra passes), or 'output', the measured change of the model's output "
         "with only that layer clustered (one model pass per option; better plans)",
     )
-    calibrate.add_argument("--documents", type=int, default=64, help="documents used from --data (default: 64)")
-    calibrate.add_argument("--tokens", type=int, default=128, help="tokens per document (default: 128)")
     calibrate.add_argument(
         "--seed", type=int, default=0, help="K-means seed; same seed and text, same plan (default: 0)"
     )
@@ -76,6 +70,17 @@ def register(subparsers: Any) -> None:
     report.set_defaults(handler=run_report)
 
 
+def add_calibration_arguments(parser: argparse.ArgumentParser, output_help: str) -> None:
+    """MODEL, --data, -o, --documents and --tokens, as every `calibrate` command (CHAI, int8) takes them."""
+    parser.add_argument(
+        "model", metavar="MODEL", help="bundled model name (minilm, smollm2) or Hugging Face model directory"
+    )
+    parser.add_argument("--data", required=True, metavar="FILE", help="calibration text, one document per line")
+    parser.add_argument("-o", "--output", default=None, help=output_help)
+    parser.add_argument("--documents", type=int, default=64, help="documents used from --data (default: 64)")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per document (default: 128)")
+
+
 def parse_layers_k(text: str) -> dict[int, int]:
     """`3=4,5=6` -> {3: 4, 5: 6}; anything else is a one-line error."""
     overrides: dict[int, int] = {}
@@ -87,8 +92,20 @@ def parse_layers_k(text: str) -> dict[int, int]:
     return overrides
 
 
-def load_calibration_model(spec: str) -> tuple[Any, Any, bool, str]:
-    """(HF model, tokenizer, is_causal, name) for a bundled name or an HF directory."""
+def calibration_inputs(
+    args: argparse.Namespace, stages: Any, purpose: str
+) -> tuple[list[str], tuple[Any, Any, bool, str]]:
+    """The documents of `--data` (the first `--documents`) and the model, loaded under a progress stage."""
+    from effc.passes.chai_calibrate import read_documents
+
+    documents = read_documents(args.data)[: args.documents]
+    with stages.stage(f"load {args.model}"):
+        return documents, load_calibration_model(args.model, purpose)
+
+
+def load_calibration_model(spec: str, purpose: str = "CHAI calibration") -> tuple[Any, Any, bool, str]:
+    """(HF model, tokenizer, is_causal, name) for a bundled name or an HF directory; `purpose` names the caller
+    in errors."""
     from pathlib import Path
 
     from effc.compiler.models import BUNDLED, load_bundled_hf, load_hf_directory
@@ -101,7 +118,7 @@ def load_calibration_model(spec: str) -> tuple[Any, Any, bool, str]:
         name = Path(spec).name
     else:
         raise EffcError(
-            f"CHAI calibration needs a bundled model ({', '.join(BUNDLED)}) or a Hugging Face directory, got '{spec}'"
+            f"{purpose} needs a bundled model ({', '.join(BUNDLED)}) or a Hugging Face directory, got '{spec}'"
         )
     if tokenizer is None:
         raise EffcError(f"model '{spec}' has no tokenizer; calibration tokenizes text")
@@ -115,17 +132,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     from effc.compiler.fileio import write_atomic
     from effc.compiler.progress import Stages
-    from effc.passes.chai_calibrate import calibrate, read_documents
+    from effc.passes.chai_calibrate import calibrate
 
     overrides = parse_layers_k(args.layers_k)
     if args.documents < 1 or args.tokens < 2:
         raise EffcError(f"--documents must be ≥ 1 and --tokens ≥ 2 (got {args.documents}, {args.tokens})")
     if args.cost == "output" and args.kv_reduction is None:
         raise EffcError("--cost output only chooses layers for --kv-reduction; add --kv-reduction FRACTION")
-    documents = read_documents(args.data)[: args.documents]
     stages = Stages(enabled=True)
-    with stages.stage(f"load {args.model}"):
-        model, tokenizer, causal, name = load_calibration_model(args.model)
+    documents, (model, tokenizer, causal, name) = calibration_inputs(args, stages, "CHAI calibration")
     label = f"attention on {len(documents)} documents, clustering" + (", output costs" if args.cost == "output" else "")
     bar = PassBar() if args.cost == "output" else None
     with stages.stage(label, spinner=bar is None), bar or contextlib.nullcontext():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from effc.compiler.errors import EffcError
+from effc.compiler.fileio import read_text, versioned_json
 
 PLAN_FORMAT = "effc-chai-plan"
 PLAN_VERSION = 1
@@ -178,19 +179,9 @@ def validate_layer(lp: LayerPlan, where: str) -> None:
 
 def plan_from_json(text: str, where: str = "CHAI plan") -> ChaiPlan:
     """Parse and validate plan JSON; any problem is one line naming `where`."""
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise EffcError(f"{where}: not JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(body, dict) or body.get("format") != PLAN_FORMAT:
-        raise EffcError(
-            f'{where}: not an effc CHAI plan (no "format": "{PLAN_FORMAT}"); make one with \'effc chai calibrate\''
-        )
-    if body.get("version") != PLAN_VERSION:
-        raise EffcError(
-            f"{where}: plan version {body.get('version')} is not supported (this effc reads version "
-            f"{PLAN_VERSION}); recalibrate"
-        )
+    body = versioned_json(
+        text, where, format_name=PLAN_FORMAT, version=PLAN_VERSION, kind="CHAI plan", maker="effc chai calibrate"
+    )
     try:
         layers = tuple(
             LayerPlan(
@@ -226,8 +217,4 @@ def plan_from_json(text: str, where: str = "CHAI plan") -> ChaiPlan:
 
 def load_plan(path: str | Path) -> ChaiPlan:
     """Read and validate a plan file."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise EffcError(f"cannot read CHAI plan '{path}': {err.strerror}") from None
-    return plan_from_json(text, where=f"CHAI plan '{path}'")
+    return plan_from_json(read_text(path, "CHAI plan"), where=f"CHAI plan '{path}'")

@@ -246,6 +246,17 @@ def parse_pipeline(text: str) -> Pipeline:
     return Pipeline(_Parser(text).pipeline(), text)
 
 
+def pass_names(text: str) -> list[str]:
+    """The names of the passes a pipeline runs, nested ones included, in order."""
+
+    def names(element: PassSpec | NestedPipeline) -> list[str]:
+        if isinstance(element, PassSpec):
+            return [element.name]
+        return [name for inner in element.elements for name in names(inner)]
+
+    return names(parse_pipeline(text).root)
+
+
 def chain_pipelines(*pipelines: str | None) -> str | None:
     """One pipeline that runs the given ones in order (None ones skipped; None if all are)."""
     elements = [str(e) for text in pipelines if text for e in parse_pipeline(text).root.elements]

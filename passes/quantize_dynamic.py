@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from typing import ClassVar
 
 import numpy as np
 from torch_mlir import ir
 
+from effc.compiler.errors import EffcError
 from effc.compiler.parameters import resource_blobs
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
@@ -47,6 +49,7 @@ from effc.passes.chai_narrow import (
     tensor_type,
 )
 from effc.passes.site_rewrites import Skip, rewrite_sites
+from effc.passes.smoothing import DEFAULT_ALPHA, Smoothing, load_smoothing, smoothing_scales, weight_fingerprint
 
 REPORT_ATTRIBUTE = "effc.quantize_dynamic"
 # torch's ScalarType codes, as `aten.to.dtype` takes them.
@@ -113,26 +116,39 @@ def _resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> i
     return b.op("torch.vtensor.literal", [], [TensorType(data.shape, dtype).ir_type()], {"value": attr}).result
 
 
-class _QuantizedRows:
-    """Each activation's rows quantized once: Q, K and V (or gate and up) read the same input through views of
-    their own. IREE's CSE merges such copies as well (MiniLM's dispatches are the same either way), but the IR
-    that `effc opt` prints and the profiler maps should not carry three of them."""
+def _rows_key(x: ir.Value) -> tuple[ir.Value, tuple[int, int]]:
+    """What makes two matmul inputs the same rows: the value behind their views, and the [rows, cols] they flatten
+    to. Q, K and V (or gate and up) read one input through views of their own."""
+    xt = tensor_type(x)
+    assert xt is not None
+    view = producer(x)
+    root = view.operands[0] if view is not None and view.name in _VIEWS else x
+    return root, (math.prod(xt.shape[:-1]), xt.shape[-1])
 
-    def __init__(self) -> None:
-        self.done: dict[tuple[ir.Value, tuple[int, ...]], tuple[ir.Value, ir.Value]] = {}
+
+class _QuantizedRows:
+    """Each activation's rows quantized once, divided first by their smoothing scales where there are some. IREE's
+    CSE merges copies as well (MiniLM's dispatches are the same either way), but the IR that `effc opt` prints and
+    the profiler maps should not carry three of them."""
+
+    def __init__(self, smoothing: dict[tuple[ir.Value, tuple[int, int]], np.ndarray]) -> None:
+        self.smoothing = smoothing  # rows key -> s, one per input column
+        self.done: dict[tuple[ir.Value, tuple[int, int]], tuple[ir.Value, ir.Value]] = {}
 
     def get(self, b: Builder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(scale, int8 values) of `x`'s rows, flattened to [rows, cols], built before the first matmul that asks.
 
         Matmul sites come in block order, so the first site's quantization dominates the later ones."""
-        xt = tensor_type(x)
-        assert xt is not None
-        flat = (math.prod(xt.shape[:-1]), xt.shape[-1])
-        view = producer(x)
-        root = view.operands[0] if view is not None and view.name in _VIEWS else x
-        key = (root, flat)
+        key = _rows_key(x)
         if key not in self.done:
-            self.done[key] = _quantize_rows(b, b.view(x, list(flat)) if xt.shape != flat else x)
+            xt = tensor_type(x)
+            assert xt is not None
+            flat = b.view(x, list(key[1])) if tuple(xt.shape) != key[1] else x
+            scales = self.smoothing.get(key)
+            if scales is not None:
+                inverse = _resource_literal(b, (1.0 / scales).astype(np.float32), "f32", "effc_int8_smoothing")
+                flat = b.op("torch.aten.mul.Tensor", [flat, inverse], [flat.type]).result
+            self.done[key] = _quantize_rows(b, flat)
         return self.done[key]
 
 
@@ -158,8 +174,8 @@ def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     return b.op("torch.aten.to.dtype", operands, [out]).result
 
 
-def _quantize(op: ir.Operation, rows: _QuantizedRows) -> None:
-    """Replace `op`'s result with the int8 form above (raises `Skip` where it does not apply)."""
+def _weight(op: ir.Operation) -> np.ndarray:
+    """`op`'s constant weight as a [K, N] f32 array (raises `Skip` where the op is not one the pass rewrites)."""
     x, weight = op.operands[0], op.operands[1]
     source = _constant_source(weight)
     if source is None:
@@ -178,7 +194,18 @@ def _quantize(op: ir.Operation, rows: _QuantizedRows) -> None:
     if data is None:
         raise Skip("weight data not in the module")
     as_used = data.T if transposed else data
-    w_scale_data, w_q_data = _quantize_columns(as_used.T if op.name == LINEAR else as_used)  # [K, N]
+    return as_used.T if op.name == LINEAR else as_used
+
+
+def _quantize(op: ir.Operation, rows: _QuantizedRows, weight: np.ndarray | None = None) -> None:
+    """Replace `op`'s result with the int8 form above (raises `Skip` where it does not apply); `weight` is `op`'s,
+    where it was read already."""
+    x = op.operands[0]
+    weight = _weight(op) if weight is None else weight
+    scales = rows.smoothing.get(_rows_key(x))
+    w_scale_data, w_q_data = _quantize_columns(weight if scales is None else weight * scales[:, None])
+    xt, out = tensor_type(x), tensor_type(op.results[0])
+    assert xt is not None and out is not None
     b = Builder(op)
     x_scale, x_q = rows.get(b, x)
     w_q = _resource_literal(b, w_q_data, "si8", "effc_int8_weight")
@@ -195,19 +222,52 @@ def _quantize(op: ir.Operation, rows: _QuantizedRows) -> None:
     op.results[0].replace_all_uses_with(y)
 
 
-def quantize_module(module: ir.Operation) -> str:
-    """Quantize every f32 matmul by a constant weight in `module` (a builtin.module op); returns the report."""
+def _smoothing_scales(
+    matmuls: list[ir.Operation], smoothing: Smoothing, alpha: float, weights: dict[ir.Operation, np.ndarray]
+) -> tuple[dict[tuple[ir.Value, tuple[int, int]], np.ndarray], int]:
+    """SmoothQuant's s per matmul input that has calibrated peaks, and how many matmuls read those inputs.
+
+    Matmuls that read one input (Q, K and V) share its s, from the largest of their weights' rows, so the input
+    is still quantized once. Each weight read goes into `weights`, so the rewrite does not read its blob again."""
+    weight_peaks: dict[tuple[ir.Value, tuple[int, int]], np.ndarray] = {}
+    input_peaks: dict[tuple[ir.Value, tuple[int, int]], np.ndarray] = {}
+    readers: Counter[tuple[ir.Value, tuple[int, int]]] = Counter()
+    for op in matmuls:
+        try:
+            weight = weights[op] = _weight(op)
+        except Skip:
+            continue
+        key = _rows_key(op.operands[0])
+        row_peaks = np.abs(weight).max(axis=1)
+        weight_peaks[key] = np.maximum(weight_peaks[key], row_peaks) if key in weight_peaks else row_peaks
+        readers[key] += 1
+        peaks = smoothing.input_peaks.get(weight_fingerprint(weight.T))
+        if peaks is not None and peaks.shape == row_peaks.shape:
+            input_peaks[key] = np.maximum(input_peaks[key], peaks) if key in input_peaks else peaks
+    scales = {key: smoothing_scales(peaks, weight_peaks[key], alpha) for key, peaks in input_peaks.items()}
+    return scales, sum(readers[key] for key in scales)
+
+
+def quantize_module(module: ir.Operation, smoothing: Smoothing | None = None, alpha: float = DEFAULT_ALPHA) -> str:
+    """Quantize every f32 matmul by a constant weight in `module` (a builtin.module op), smoothing the inputs that
+    `smoothing` has peaks for; returns the report."""
     with module.context:
         matmuls = [
             op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
         ]
-        rows = _QuantizedRows()
+        what = "matmuls by constant weights in int8"
+        scales: dict[tuple[ir.Value, tuple[int, int]], np.ndarray] = {}
+        weights: dict[ir.Operation, np.ndarray] = {}
+        if smoothing is not None:
+            scales, smoothed = _smoothing_scales(matmuls, smoothing, alpha, weights)
+            what += f", {smoothed} smoothed (alpha {alpha:g})"
+        rows = _QuantizedRows(scales)
         return rewrite_sites(
             module,
             matmuls,
-            lambda op: _quantize(op, rows),
+            lambda op: _quantize(op, rows, weights.pop(op, None)),
             attribute=REPORT_ATTRIBUTE,
-            what="matmuls by constant weights in int8",
+            what=what,
         )
 
 
@@ -216,8 +276,18 @@ class QuantizeDynamicPass(ModulePass):
     name: ClassVar[str] = "effc-quantize-dynamic"
     description: ClassVar[str] = (
         "Dynamic int8 quantization of matmuls by constant weights (torch.ao's quantize_dynamic of Linear): "
-        "weights per output channel at compile time, activations per row at run time, int32 accumulation."
+        "weights per output channel at compile time, activations per row at run time, int32 accumulation; "
+        "with smooth=FILE, SmoothQuant's per-channel smoothing from 'effc quantize calibrate'."
+    )
+
+    smooth: str = dataclasses.field(
+        default="", metadata={"help": "activation peaks from 'effc quantize calibrate' (SmoothQuant; optional)"}
+    )
+    alpha: float = dataclasses.field(
+        default=DEFAULT_ALPHA, metadata={"help": "SmoothQuant migration strength, s = max|x|^alpha / max|w|^(1-alpha)"}
     )
 
     def apply(self, module: ir.Operation) -> None:
-        quantize_module(module)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise EffcError(f"effc-quantize-dynamic: alpha must be in [0, 1], got {self.alpha:g}")
+        quantize_module(module, load_smoothing(self.smooth) if self.smooth else None, self.alpha)

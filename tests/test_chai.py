@@ -78,7 +78,7 @@ def test_plan_json_round_trip_and_cache_bytes() -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda b: b.update(version=99), "plan version 99 is not supported"),
+        (lambda b: b.update(version=99), "CHAI plan version 99 is not supported"),
         (lambda b: b.update(format="other"), "not an effc CHAI plan"),
         (
             lambda b: b["layers"][0].update(clusters=[[0, 2], [1], [9]], representatives=[0, 1, 9]),

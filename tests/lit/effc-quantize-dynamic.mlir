@@ -6,6 +6,43 @@
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
 
+// With smooth=FILE (SmoothQuant), each input channel j of a matmul whose weight the file knows (by the fingerprint of
+// its values as nn.Linear stores them, [N, K]) is divided by s_j = max|x_j|^alpha / max|w_j|^(1-alpha) before the
+// rows are quantized, and the weight's row j is multiplied by s_j before its columns are. The file gives @linear's
+// weight input peaks [16, 4, 0.25]; its rows' peaks are [1, 4, 1], so at alpha 0.5 s = [4, 1, 0.5].
+// @linear3d, @transpose_int, @direct and @shared_input hold the same weight; @shared_input's other weight reads the
+// same input, so it shares s and the input is still quantized once.
+// RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic{smooth=%S/Inputs/int8-smoothing.json alpha=0.5})' \
+// RUN:   | FileCheck %s --check-prefix=SMOOTH
+// SMOOTH:       module attributes {effc.quantize_dynamic = "6/9 matmuls by constant weights in int8, 6 smoothed (alpha 0.5); left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
+// SMOOTH-LABEL: func.func @linear(
+// SMOOTH-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
+// SMOOTH:         %[[INV:.*]] = torch.vtensor.literal(dense_resource<effc_int8_smoothing> : tensor<3xf32>)
+// SMOOTH-NEXT:    %[[XS:.*]] = torch.aten.mul.Tensor %[[X]], %[[INV]]
+// SMOOTH-NEXT:    torch.aten.abs %[[XS]]
+// SMOOTH:         torch.aten.div.Tensor %[[XS]],
+// SMOOTH-LABEL: func.func @half(
+// SMOOTH-NOT:     effc_int8_smoothing
+// SMOOTH-LABEL: func.func @linear3d(
+// SMOOTH:         effc_int8_smoothing
+// SMOOTH-LABEL: func.func @shared_input(
+// SMOOTH:         %[[ROWS:.*]] = torch.aten.view %{{.*}} -> !torch.vtensor<[8,3],f32>
+// SMOOTH:         %[[XS:.*]] = torch.aten.mul.Tensor %[[ROWS]], %{{.*}} : !torch.vtensor<[8,3],f32>, !torch.vtensor<[3],f32>
+// SMOOTH:         %[[XQ:.*]] = torch.aten.to.dtype {{.*}} -> !torch.vtensor<[8,3],si8>
+// SMOOTH-NOT:     torch.aten.abs
+// SMOOTH:         torch.aten.mm %[[XQ]], %{{.*}} -> !torch.vtensor<[8,2],si32>
+// SMOOTH-NOT:     torch.aten.abs
+// SMOOTH:         torch.aten.mm %[[XQ]], %{{.*}} -> !torch.vtensor<[8,2],si32>
+// 1/s = [0.25, 1, 2] in f32. @linear's weight [K, N] [[1, 0.25], [-2, 4], [0.5, -1]] times s per row is
+// [[4, 1], [-2, 4], [0.25, -0.5]]; both column scales are 4/127 (0x3D010204), so it is [[127, 32], [-64, 127], [8, -16]]
+// (-63.5 rounds to even, -64). @shared_input's second weight [[0.5, 1], [2, -4], [1, 0.5]] becomes [[2, 4], [2, -4],
+// [0.5, 0.25]]: scales 2/127 and 4/127, values [[127, 127], [127, -127], [32, 8]].
+// SMOOTH:         effc_int8_smoothing: "0x040000000000803E0000803F00000040"
+// SMOOTH-NEXT:    effc_int8_weight: "0x010000007F20C07F08F0"
+// SMOOTH-NEXT:    effc_int8_scale: "0x040000000402013D0402013D"
+// SMOOTH:         effc_int8_weight_5: "0x010000007F7F7F812008"
+// SMOOTH-NEXT:    effc_int8_scale_5: "0x040000000402813C0402013D"
+
 // CHECK:       module attributes {effc.quantize_dynamic = "6/9 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
 // nn.Linear as torch-mlir imports it: mm by the permuted weight literal.
 // CHECK-LABEL: func.func @linear(

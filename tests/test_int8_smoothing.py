@@ -1,0 +1,165 @@
+"""SmoothQuant for `--matmul-precision int8`: `effc quantize calibrate` measures each nn.Linear's input peaks, and
+`effc-quantize-dynamic{smooth=FILE}` moves activation outliers into the weights, so int8 loses less."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import effc
+from effc.bench.chai.run import gensim_data
+from effc.compiler.models import load_bundled_hf
+from effc.compiler.optimize import with_precision_passes
+from effc.passes.smoothing import DEFAULT_ALPHA, Smoothing, smoothing_scales, weight_fingerprint
+from effc.runtime.runner import relative_error
+from effc.tests.conftest import EffcCli
+from effc.tests.test_bad_input import one_line_error
+
+
+class _TwoLinears(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(64, 96)
+        self.down = torch.nn.Linear(96, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(x)))
+
+
+def _outlier_model() -> tuple[_TwoLinears, torch.Tensor]:
+    """Inputs whose channel 5 is 40x the others, as LLM norm outputs have: per-row int8 rounding drowns the rest."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 64)
+    x[:, 5] *= 40
+    return _TwoLinears().eval(), x
+
+
+def _peaks(model: _TwoLinears, x: torch.Tensor) -> Smoothing:
+    with torch.no_grad():
+        hidden = torch.relu(model.up(x))
+    layers = {"up": (model.up, x), "down": (model.down, hidden)}
+    return Smoothing(
+        model="two-linears",
+        data="the test input",
+        documents=1,
+        tokens=16,
+        input_peaks={
+            weight_fingerprint(m.weight.detach().numpy()): v.abs().amax(0).numpy() for m, v in layers.values()
+        },
+        names={weight_fingerprint(m.weight.detach().numpy()): name for name, (m, _) in layers.items()},
+    )
+
+
+def _smoothed_linear(x: torch.Tensor, linear: torch.nn.Linear, x_peaks: torch.Tensor) -> torch.Tensor:
+    """The pass's arithmetic in torch: x / s and W * s per input channel, then symmetric int8 as without smoothing."""
+    w = linear.weight.t()
+    s = torch.from_numpy(smoothing_scales(x_peaks.numpy(), w.abs().amax(1).detach().numpy(), DEFAULT_ALPHA))
+    x, w = x * (1 / s), w * s[:, None]
+    x_scale = x.abs().amax(dim=1, keepdim=True).clamp_min(127e-30) / 127
+    w_scale = w.abs().amax(dim=0, keepdim=True).clamp_min(127e-30) / 127
+    x_q = torch.round(x / x_scale).to(torch.int64)
+    w_q = torch.round(w / w_scale).to(torch.int64)
+    return (x_q @ w_q).to(torch.float32) * x_scale * w_scale + linear.bias
+
+
+def test_smoothing_computes_what_it_describes_and_loses_less(tmp_path: Path) -> None:
+    model, x = _outlier_model()
+    peaks_file = tmp_path / "two.int8.json"
+    peaks_file.write_text(_peaks(model, x).to_json())
+    smoothed = effc.compile(
+        model,
+        (x,),
+        matmul_precision="int8",
+        pipeline=f"builtin.module(effc-quantize-dynamic{{smooth={peaks_file}}})",
+    )
+    plain = effc.compile(model, (x,), matmul_precision="int8")
+    assert 'effc.quantize_dynamic = "2/2 matmuls by constant weights in int8, 2 smoothed (alpha 0.6)"' in smoothed.mlir
+    assert smoothed.mlir.count("effc-quantize-dynamic") <= 1  # the user's pass, not a second one from int8
+    (ours,) = smoothed.run()
+    (unsmoothed,) = plain.run()
+    with torch.no_grad():
+        hidden = torch.relu(_smoothed_linear(x, model.up, x.abs().amax(0)))
+        exact_hidden = torch.relu(model.up(x))
+        reference = _smoothed_linear(hidden, model.down, exact_hidden.abs().amax(0)).numpy()
+        f32 = model(x).numpy()
+    assert relative_error(ours, reference) <= 1e-5
+    assert relative_error(ours, f32) < 0.5 * relative_error(unsmoothed, f32)
+
+
+def test_a_pipeline_that_quantizes_itself_gets_no_second_quantization() -> None:
+    own = "builtin.module(effc-quantize-dynamic{smooth=peaks.json alpha=0.5})"
+    assert with_precision_passes(own, "int8") == own
+    assert with_precision_passes("builtin.module(canonicalize)", "int8") == (
+        "builtin.module(canonicalize,effc-quantize-dynamic)"
+    )
+
+
+def test_calibrate_records_every_linear_and_its_file_smooths_minilm(effc_cli: EffcCli, tmp_path: Path) -> None:
+    """Peaks from torch find their matmuls in the imported IR (by weight fingerprint): all of MiniLM's are smoothed."""
+    data = tmp_path / "docs.txt"
+    documents = (gensim_data() / "lee_background.cor").read_text().splitlines()[:2]
+    data.write_text("\n".join(documents) + "\n")
+    output = tmp_path / "minilm.int8.json"
+    result = effc_cli("quantize", "calibrate", "minilm", "--data", str(data), "--tokens", "16", "-o", str(output))
+    assert result.code == 0, result.err
+    body = json.loads(output.read_text())
+    assert (body["format"], body["model"], body["documents"], body["tokens"]) == (
+        "effc-int8-smoothing",
+        "minilm",
+        2,
+        16,
+    )
+
+    model, tokenizer, _ = load_bundled_hf("minilm")
+    query = model.encoder.layer[0].attention.self.query
+    seen: list[torch.Tensor] = []
+    hook = query.register_forward_hook(lambda _m, args, _out: seen.append(args[0].abs().amax((0, 1))))
+    with torch.no_grad():
+        for text in documents:
+            model(input_ids=tokenizer(text, return_tensors="pt", truncation=True, max_length=16)["input_ids"])
+    hook.remove()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(body["weights"]) == len(linears)
+    entry = body["weights"][weight_fingerprint(query.weight.detach().numpy())]
+    assert entry["name"] == "encoder.layer.0.attention.self.query"
+    np.testing.assert_allclose(entry["input_peaks"], torch.stack(seen).amax(0).numpy(), rtol=1e-5)
+
+    pipeline = f"builtin.module(effc-quantize-dynamic{{smooth={output}}})"
+    compiled = effc.compile("minilm", matmul_precision="int8", pipeline=pipeline, emit="torch")
+    assert "36/36 matmuls by constant weights in int8, 36 smoothed (alpha 0.6)" in compiled.mlir
+
+
+def test_bad_smoothing_files_and_options_are_one_line_errors(effc_cli: EffcCli, tmp_path: Path) -> None:
+    source = tmp_path / "in.mlir"
+    source.write_text("func.func @main() { return }\n")
+
+    def opt(options: str) -> str:
+        return one_line_error(
+            effc_cli("opt", str(source), f"--pass-pipeline=builtin.module(effc-quantize-dynamic{{{options}}})")
+        )
+
+    missing = tmp_path / "missing.json"
+    assert opt(f"smooth={missing}") == (
+        f"effc: error: cannot read int8 smoothing file '{missing}': No such file or directory"
+    )
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"format": "effc-chai-plan", "version": 1}))
+    assert opt(f"smooth={plan}") == (
+        f"effc: error: int8 smoothing file '{plan}': not an effc int8 smoothing file (no \"format\": "
+        "\"effc-int8-smoothing\"); make one with 'effc quantize calibrate'"
+    )
+    negative = tmp_path / "negative.json"
+    negative.write_text(
+        json.dumps({"format": "effc-int8-smoothing", "version": 1, "weights": {"ab": {"input_peaks": [1, -2]}}})
+    )
+    assert opt(f"smooth={negative}") == (
+        f"effc: error: int8 smoothing file '{negative}': weight ab has input_peaks that are negative or not finite"
+    )
+    assert opt("alpha=1.5") == "effc: error: effc-quantize-dynamic: alpha must be in [0, 1], got 1.5"
+    no_text = tmp_path / "empty.txt"
+    no_text.write_text("\n")
+    line = one_line_error(effc_cli("quantize", "calibrate", "minilm", "--data", str(no_text)))
+    assert line == f"effc: error: calibration data '{no_text}' has no text; give one document per line"
