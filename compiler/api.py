@@ -30,6 +30,7 @@ from effc.compiler.optimize import (
     precision_flags,
     with_precision_flags,
     with_precision_passes,
+    without_one_row_data_tiling,
 )
 from effc.compiler.parameters import externalize, write_archive
 from effc.compiler.progress import Stages
@@ -177,6 +178,10 @@ def compile_model(
     if emit != "vmfb" and ignored:
         stages.note(f"{' and '.join(ignored)} act in iree-compile: not applied with emit='{emit}'")
     if emit == "vmfb":
+        optional_iree_flags = optional_flags_for_module(
+            optional_iree_flags, precision_options, target, imported.module, stages
+        )
+    if emit == "vmfb":
         with stages.stage(f"IREE compile for {target}"):
             external = externalize(mlir) if archive is not None else None
             text = external.text if external else mlir
@@ -244,6 +249,18 @@ def _without_demotion_blockers(
     if dropped:
         stages.note(f"{' '.join(dropped)} dropped: IREE 3.13 ignores matmul precision 'medium' with it")
     return iree_flags, tuple(flag for flag in optional_iree_flags if flag not in dropped)
+
+
+def optional_flags_for_module(
+    optional_flags: tuple[str, ...], precision_options: tuple[str, ...], target: str, module: Any, stages: Stages
+) -> tuple[str, ...]:
+    """The optional flags that can pay on this module: int8 and bf16 data-tile to pay, f32 only where a weight
+    matmul has more than one row (`without_one_row_data_tiling`)."""
+    if precision_options:
+        return optional_flags
+    from effc.passes.quantize_dynamic import weight_matmul_rows
+
+    return without_one_row_data_tiling(optional_flags, target, weight_matmul_rows(module.operation), stages.note)
 
 
 def compile_with_optional_flags(

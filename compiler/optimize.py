@@ -146,6 +146,10 @@ INT8_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
 }
 # IREE's two places to data-tile; a module gets one of them.
 DATA_TILING_FLAGS = ("--iree-dispatch-creation-data-tiling", "--iree-global-opt-data-tiling")
+UKERNELS_FLAG = "--iree-llvmcpu-enable-ukernels=all"
+# On llvm-cpu, data tiling does not pay for f32 matmuls of one row (a decode step): six SmolLM2 FFN layers at one row
+# took 2.25 ms plain and 2.84 ms data-tiled, the SmolLM2 decode step 37 against 49 ms (NOTES.md, seventh CPU session).
+# DispatchCreation's data tiling also fails on the step's boolean mask, after 18 s of a 35 s compile.
 # The effc pipeline each precision adds after the user's passes.
 PRECISION_PIPELINE: dict[str, str] = {"int8": "builtin.module(effc-quantize-dynamic)"}
 # `--check`'s largest relative error against torch eager, per precision: bf16 keeps 8 significant bits
@@ -198,6 +202,22 @@ def with_precision_flags(optional_flags: tuple[str, ...], precision_options: tup
     picked = [flag for flag in precision_options if flag in DATA_TILING_FLAGS]
     kept = [flag for flag in optional_flags if not (picked and flag in DATA_TILING_FLAGS and flag not in picked)]
     return tuple(dict.fromkeys((*kept, *precision_options)))
+
+
+def without_one_row_data_tiling(
+    optional_flags: tuple[str, ...], target: str, weight_rows: list[int], note: Callable[[str], None]
+) -> tuple[str, ...]:
+    """`optional_flags` without data tiling and ukernels where every f32 matmul by a constant weight on llvm-cpu has
+    one row (`weight_rows`), which is where they do not pay; unchanged anywhere else."""
+    if check_target(target) != "llvm-cpu" or not weight_rows or max(weight_rows) != 1:
+        return optional_flags
+    dropped = [flag for flag in optional_flags if flag in DATA_TILING_FLAGS or flag == UKERNELS_FLAG]
+    if dropped:
+        note(
+            f"{' '.join(dropped)} left out: every matmul by a constant weight has one row (a decode step), where data "
+            "tiling does not pay on llvm-cpu"
+        )
+    return tuple(flag for flag in optional_flags if flag not in dropped)
 
 
 def with_precision_passes(pipeline: str | None, precision: str) -> str | None:

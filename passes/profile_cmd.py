@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from torch_mlir import ir
 
-    from effc.compiler.api import compile_with_optional_flags, fold_allowed
+    from effc.compiler.api import compile_with_optional_flags, fold_allowed, optional_flags_for_module
     from effc.compiler.importer import import_model, resolve_attention
     from effc.compiler.input_spec import parse_input_spec
     from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target, compile_mlir
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             flags = (*options["iree_flags"], *dump)
             demotion = precision_flags(args.target, args.matmul_precision, stages.note)
             optional = with_precision_flags(options["optional_iree_flags"], demotion)
+            optional = optional_flags_for_module(optional, demotion, args.target, module, stages)
             text = module.operation.get_asm(enable_debug_info=True)
 
             def compile_with(chosen: tuple[str, ...]) -> bytes:

@@ -222,6 +222,24 @@ def _quantize(op: ir.Operation, rows: _QuantizedRows, weight: np.ndarray | None 
     op.results[0].replace_all_uses_with(y)
 
 
+def _matmuls(module: ir.Operation) -> list[ir.Operation]:
+    """Every matmul op the pass knows (`MATMULS`), in program order."""
+    return [
+        op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
+    ]
+
+
+def weight_matmul_rows(module: ir.Operation) -> list[int]:
+    """The rows (tokens) of each static matmul by a constant weight in `module`: all 1 in a decode step."""
+    rows = []
+    with module.context:
+        for op in _matmuls(module):
+            xt = tensor_type(op.operands[0])
+            if _constant_source(op.operands[1]) is not None and xt is not None and xt.static and xt.shape:
+                rows.append(math.prod(xt.shape[:-1]))
+    return rows
+
+
 def _smoothing_scales(
     matmuls: list[ir.Operation], smoothing: Smoothing, alpha: float, weights: dict[ir.Operation, np.ndarray]
 ) -> tuple[dict[tuple[ir.Value, tuple[int, int]], np.ndarray], int]:
@@ -252,9 +270,7 @@ def quantize_module(module: ir.Operation, smoothing: Smoothing | None = None, al
     """Quantize every f32 matmul by a constant weight in `module` (a builtin.module op), smoothing the inputs that
     `smoothing` has peaks for; returns the report."""
     with module.context:
-        matmuls = [
-            op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
-        ]
+        matmuls = _matmuls(module)
         what = "matmuls by constant weights in int8"
         scales: dict[tuple[ir.Value, tuple[int, int]], np.ndarray] = {}
         weights: dict[ir.Operation, np.ndarray] = {}

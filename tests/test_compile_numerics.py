@@ -290,6 +290,33 @@ def test_int8_data_tiles_in_global_optimization_which_takes_the_mask(tmp_path: P
     assert 1e-4 < max(compiled.compare()) <= compiled.tolerance  # int8 rounding acted
 
 
+def test_f32_decode_step_leaves_data_tiling_out_instead_of_failing_on_the_mask(tmp_path: Path) -> None:
+    """Every weight matmul of a decode step has one row, where data tiling does not pay in f32: `-O` leaves it out
+    before compiling, with a note, rather than after IREE's failure on the boolean mask (one compile, not two)."""
+    from effc.compiler.optimize import best_known
+
+    torch.manual_seed(0)
+    inputs = (torch.randn(1, 32), torch.tensor([30]), torch.randn(1, 4, 48, 8), torch.randn(1, 4, 48, 8))
+    compiled = effc.compile(_BoolMaskDecodeStep().eval(), inputs, save_temps=tmp_path, **best_known("llvm-cpu"))
+    assert compiled.notes == [
+        "--iree-dispatch-creation-data-tiling --iree-llvmcpu-enable-ukernels=all left out: every matmul by a constant "
+        "weight has one row (a decode step), where data tiling does not pay on llvm-cpu"
+    ]
+    command = (tmp_path / "iree-compile.sh").read_text()
+    assert "data-tiling" not in command and "ukernels" not in command
+    assert max(compiled.compare()) <= 1e-4
+
+
+def test_f32_matmuls_of_several_rows_keep_data_tiling(tmp_path: Path) -> None:
+    from effc.compiler.optimize import best_known
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)).eval()
+    compiled = effc.compile(model, (torch.randn(2, 32),), save_temps=tmp_path, **best_known("llvm-cpu"))
+    assert compiled.notes == []
+    assert "--iree-dispatch-creation-data-tiling" in (tmp_path / "iree-compile.sh").read_text()
+
+
 def test_unknown_matmul_precision_is_a_one_line_error() -> None:
     model, inputs = model_zoo.mlp()
     with pytest.raises(EffcError, match=r"^unknown matmul precision 'high'; use one of: highest, medium, int8$"):
