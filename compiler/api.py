@@ -297,16 +297,10 @@ def fold_allowed(pipeline: str | None, stages: Stages) -> bool:
     """False, with a note, where a pass of `pipeline` reads attention per query head (CHAI): it needs them unfolded."""
     if not pipeline:
         return True
-    from effc.passes.pipeline import NestedPipeline, parse_pipeline
+    from effc.passes.pipeline import passes_in
     from effc.passes.registry import get_pass, pass_names
 
-    def names_in(nested: NestedPipeline) -> list[str]:
-        found: list[str] = []
-        for element in nested.elements:
-            found += names_in(element) if isinstance(element, NestedPipeline) else [element.name]
-        return found
-
-    effc_passes = [name for name in names_in(parse_pipeline(pipeline).root) if name in pass_names()]
+    effc_passes = [name for name in passes_in(pipeline) if name in pass_names()]
     readers = [name for name in effc_passes if get_pass(name).reads_query_heads]
     if readers:
         stages.note(f"grouped-query attention left unfolded: {readers[0]} reads attention per query head")

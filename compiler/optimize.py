@@ -226,8 +226,8 @@ def with_precision_passes(pipeline: str | None, precision: str) -> str | None:
     extra = PRECISION_PIPELINE.get(precision)
     if extra is None:
         return pipeline
-    from effc.passes.pipeline import chain_pipelines, pass_names
+    from effc.passes.pipeline import chain_pipelines, passes_in
 
-    if pipeline and set(pass_names(extra)) <= set(pass_names(pipeline)):
+    if pipeline and set(passes_in(extra)) <= set(passes_in(pipeline)):
         return pipeline
     return chain_pipelines(pipeline, extra)

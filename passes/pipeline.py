@@ -246,7 +246,7 @@ def parse_pipeline(text: str) -> Pipeline:
     return Pipeline(_Parser(text).pipeline(), text)
 
 
-def pass_names(text: str) -> list[str]:
+def passes_in(text: str) -> list[str]:
     """The names of the passes a pipeline runs, nested ones included, in order."""
 
     def names(element: PassSpec | NestedPipeline) -> list[str]:

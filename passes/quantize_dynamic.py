@@ -21,6 +21,11 @@ accuracy (about 7% relative error on MiniLM's hidden states, as torch's own dyna
 The weights are quantized by the pass rather than left to IREE as constant expressions: IREE's const-eval of
 those took 98 of SmolLM2's 214 s int8 compile. Each weight's blob is read from the printed form of its literal.
 
+With `smooth=FILE` (from `effc quantize calibrate`; passes/smoothing.py), SmoothQuant first divides each input
+column j by s_j = max|x_j|^alpha / max|w_j|^(1-alpha), at run time in the dispatch that quantizes the rows, and
+multiplies the weight's row j by s_j here: the same product, with the activations' outlier channels moved into the
+weights, whose per-column scales absorb them. SmolLM2's int8 perplexity loss: 4.4% -> 1.7%.
+
 Left as they are, counted by reason in the module attribute `effc.quantize_dynamic`: matmuls whose weight is not
 a constant or not a matrix (batched), that are not f32, or have dynamic shapes.
 """
