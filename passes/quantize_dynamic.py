@@ -267,6 +267,11 @@ def _smoothing_scales(
         peaks = smoothing.input_peaks.get(weight_fingerprint(weight.T))
         if peaks is not None and peaks.shape == row_peaks.shape:
             input_peaks[key] = np.maximum(input_peaks[key], peaks) if key in input_peaks else peaks
+    if weight_peaks and not input_peaks:
+        raise EffcError(
+            f"int8 smoothing: the peaks of model '{smoothing.model}' match none of this module's "
+            f"{sum(readers.values())} matmuls by constant weights; calibrate this model with 'effc quantize calibrate'"
+        )
     scales = {key: smoothing_scales(peaks, weight_peaks[key], alpha) for key, peaks in input_peaks.items()}
     return scales, sum(readers[key] for key in scales)
 

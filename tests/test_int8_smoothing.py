@@ -159,6 +159,24 @@ def test_bad_smoothing_files_and_options_are_one_line_errors(effc_cli: EffcCli, 
         f"effc: error: int8 smoothing file '{negative}': weight ab has input_peaks that are negative or not finite"
     )
     assert opt("alpha=1.5") == "effc: error: effc-quantize-dynamic: alpha must be in [0, 1], got 1.5"
+    other = tmp_path / "other.json"
+    other.write_text(
+        json.dumps(
+            {"format": "effc-int8-smoothing", "version": 1, "model": "other", "weights": {"ab": {"input_peaks": [1]}}}
+        )
+    )
+    linear = tmp_path / "linear.mlir"
+    linear.write_text(
+        "func.func @main(%x: !torch.vtensor<[4,3],f32>) -> !torch.vtensor<[4,2],f32> {\n"
+        "  %w = torch.vtensor.literal(dense<1.0> : tensor<3x2xf32>) : !torch.vtensor<[3,2],f32>\n"
+        "  %y = torch.aten.mm %x, %w : !torch.vtensor<[4,3],f32>, !torch.vtensor<[3,2],f32> -> !torch.vtensor<[4,2],f32>\n"
+        "  return %y : !torch.vtensor<[4,2],f32>\n}\n"
+    )
+    pipeline = f"--pass-pipeline=builtin.module(effc-quantize-dynamic{{smooth={other}}})"
+    assert one_line_error(effc_cli("opt", str(linear), pipeline)) == (
+        "effc: error: int8 smoothing: the peaks of model 'other' match none of this module's 1 matmuls by constant "
+        "weights; calibrate this model with 'effc quantize calibrate'"
+    )
     no_text = tmp_path / "empty.txt"
     no_text.write_text("\n")
     line = one_line_error(effc_cli("quantize", "calibrate", "minilm", "--data", str(no_text)))
