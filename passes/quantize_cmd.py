@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from effc.compiler.errors import EffcError
-from effc.passes.chai_cmd import add_calibration_arguments, calibration_inputs
+from effc.passes.calibration import add_calibration_arguments, calibration_inputs
 
 
 def register(subparsers: Any) -> None:

@@ -52,9 +52,9 @@ import torch
 from effc.compiler.fileio import write_atomic
 from effc.compiler.importer import import_program
 from effc.compiler.iree_backend import compile_mlir
+from effc.passes.calibration import load_calibration_model
 from effc.passes.chai import rewrite_module
 from effc.passes.chai_calibrate import Calibration, analyse, measure_output_costs, random_plan, read_documents
-from effc.passes.chai_cmd import load_calibration_model
 from effc.passes.chai_plan import ChaiPlan
 from effc.passes.chai_reference import patched_attention
 from effc.runtime.benchmark import machine_description
