@@ -45,7 +45,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise EffcError(f"--documents and --tokens must be ≥ 1 (got {args.documents}, {args.tokens})")
     stages = Stages(enabled=True)
     documents, (model, tokenizer, causal, name) = calibration_inputs(args, stages, "int8 calibration")
-    with stages.stage(f"activation peaks on {len(documents)} documents"):
+    with stages.stage(f"activation peaks on {len(documents)} documents, alpha"):
         smoothing = calibrate_smoothing(
             model,
             tokenizer,
@@ -57,9 +57,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         )
     output = args.output or f"{name}.int8.json"
     write_atomic(output, smoothing.to_json())
+    scores = smoothing.alpha_scores
+    changes = ", ".join(f"{key} {value:.3g}" for key, value in scores.items())
     Console(highlight=False, soft_wrap=True).print(
-        f"{len(smoothing.input_peaks)} matmul weights calibrated on {smoothing.documents} documents; peaks in "
-        f"{output}\nuse: --matmul-precision int8 "
+        f"{len(smoothing.input_peaks)} matmul weights calibrated on {smoothing.documents} documents\n"
+        f"int8 output change from f32 by alpha (none: not smoothed): {changes}\n"
+        f"alpha {smoothing.alpha:g}; peaks in {output}\nuse: --matmul-precision int8 "
         f"--pass-pipeline='builtin.module(effc-quantize-dynamic{{smooth={output}}})'"
     )
     return 0

@@ -309,11 +309,17 @@ class QuantizeDynamicPass(ModulePass):
     smooth: str = dataclasses.field(
         default="", metadata={"help": "activation peaks from 'effc quantize calibrate' (SmoothQuant; optional)"}
     )
-    alpha: float = dataclasses.field(
-        default=DEFAULT_ALPHA, metadata={"help": "SmoothQuant migration strength, s = max|x|^alpha / max|w|^(1-alpha)"}
+    alpha: float | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "SmoothQuant migration strength, s = max|x|^alpha / max|w|^(1-alpha) (default: the file's, "
+            f"chosen by calibration, else {DEFAULT_ALPHA})"
+        },
     )
 
     def apply(self, module: ir.Operation) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise EffcError(f"effc-quantize-dynamic: alpha must be in [0, 1], got {self.alpha:g}")
-        quantize_module(module, load_smoothing(self.smooth) if self.smooth else None, self.alpha)
+        smoothing = load_smoothing(self.smooth) if self.smooth else None
+        alpha = self.alpha if self.alpha is not None else smoothing.alpha if smoothing else None
+        quantize_module(module, smoothing, DEFAULT_ALPHA if alpha is None else alpha)

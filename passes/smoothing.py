@@ -11,6 +11,7 @@ so the file finds its matmuls whatever the importer named them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,13 +24,17 @@ import torch
 
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import read_text, versioned_json
+from effc.passes.chai_calibrate import common_length_batch, model_output, output_change
 
 FORMAT = "effc-int8-smoothing"
 VERSION = 1
-# SmoothQuant's migration strength. On SmolLM2 (rotten-tomatoes windows, torch fake quantization, 16 windows
-# scored, 16 other documents calibrated) perplexity was 81.8 without smoothing, 80.1 at 0.3, 79.5 at 0.5, 79.0 at
-# 0.6, 79.1 at 0.7 and 79.3 at 0.8 (f32: 77.4).
+# SmoothQuant's migration strength, where neither the pass option nor the file gives one. On SmolLM2
+# (rotten-tomatoes windows, torch fake quantization, 16 windows scored, 16 other documents calibrated) perplexity was
+# 81.8 without smoothing, 80.1 at 0.3, 79.5 at 0.5, 79.0 at 0.6, 79.1 at 0.7 and 79.3 at 0.8 (f32: 77.4).
 DEFAULT_ALPHA = 0.6
+# The alphas calibration tries, on its first SCORE_DOCUMENTS documents cut to one length.
+ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+SCORE_DOCUMENTS = 8
 # Channels whose peak (activation or weight) is below this keep s = 1: a channel that is always zero gives no ratio.
 _MIN_PEAK = 1e-6
 
@@ -49,11 +54,16 @@ class Smoothing:
     tokens: int
     input_peaks: dict[str, np.ndarray]
     names: dict[str, str]  # fingerprint -> the module's name, for people reading the file
+    # The alpha that changed the model's output least on the calibration text, and each candidate's change
+    # ("none": int8 without smoothing); None in a file that did not choose.
+    alpha: float | None = None
+    alpha_scores: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         """Indented JSON with one line per weight, so the file reads (and diffs) by matmul."""
         header = {"format": FORMAT, "version": VERSION, "model": self.model, "data": self.data}
-        header |= {"documents": self.documents, "tokens": self.tokens}
+        header |= {"documents": self.documents, "tokens": self.tokens, "alpha": self.alpha}
+        header |= {"alpha_scores": {key: float(f"{v:.6g}") for key, v in self.alpha_scores.items()}}
         entries = [
             f"  {json.dumps(key)}: "
             + json.dumps({"name": self.names.get(key, ""), "input_peaks": [float(f"{v:.6g}") for v in peaks]})
@@ -81,9 +91,20 @@ def smoothing_from_json(text: str, where: str) -> Smoothing:
         names[key] = str(entry.get("name", ""))
     if not peaks:
         raise EffcError(f"{where}: no weights; calibrate on a model with nn.Linear layers")
+    alpha = body.get("alpha")
+    if alpha is not None and not (isinstance(alpha, int | float) and 0 <= alpha <= 1):
+        raise EffcError(f"{where}: alpha {alpha!r} is not a number in [0, 1]")
+    scores = body.get("alpha_scores") or {}
     meta = {k: body.get(k) for k in ("model", "data", "documents", "tokens")}
     return Smoothing(
-        str(meta["model"]), str(meta["data"]), int(meta["documents"] or 0), int(meta["tokens"] or 0), peaks, names
+        str(meta["model"]),
+        str(meta["data"]),
+        int(meta["documents"] or 0),
+        int(meta["tokens"] or 0),
+        peaks,
+        names,
+        None if alpha is None else float(alpha),
+        {str(k): float(v) for k, v in scores.items()},
     )
 
 
@@ -99,6 +120,55 @@ def smoothing_scales(input_peaks: np.ndarray, weight_peaks: np.ndarray, alpha: f
     return (x**alpha / w ** (1.0 - alpha)).astype(np.float32)
 
 
+def _int8_rows(x: torch.Tensor) -> torch.Tensor:
+    """x rounded as the pass rounds it: symmetric int8 per row (last dimension), back in f32."""
+    scale = x.abs().amax(-1, keepdim=True).clamp_min(1e-30 * 127) / 127
+    return torch.round(x / scale) * scale
+
+
+@contextlib.contextmanager
+def _fake_int8(linears: dict[torch.nn.Linear, str], peaks: dict[str, np.ndarray], alpha: float | None) -> Any:
+    """Every calibrated Linear computes as effc's int8 matmul does, smoothed at `alpha` (None: not smoothed), in f32
+    torch. Each Linear gets its own s; the pass shares one across the Linears that read one input, so this ranks the
+    alphas rather than reproduce the module."""
+    for linear, key in linears.items():
+        weight = linear.weight.detach()
+        s = torch.ones(weight.shape[1])
+        if alpha is not None:
+            s = torch.from_numpy(smoothing_scales(peaks[key], weight.abs().amax(0).numpy(), alpha))
+        quantized = _int8_rows(weight * s)  # rows of [N, K] are the output channels
+
+        def forward(x: torch.Tensor, quantized: torch.Tensor = quantized, s: torch.Tensor = s, linear: Any = linear):
+            return torch.nn.functional.linear(_int8_rows(x / s), quantized, linear.bias)
+
+        linear.forward = forward
+    try:
+        yield
+    finally:
+        for linear in linears:
+            del linear.forward
+
+
+def choose_alpha(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    linears: dict[torch.nn.Linear, str],
+    peaks: dict[str, np.ndarray],
+    causal: bool,
+) -> tuple[float, dict[str, float]]:
+    """The alpha of `ALPHAS` whose int8 model's output on `batch` moves least from f32 (KL of the next-token
+    distributions for an LM, relative squared error of the hidden states otherwise), and every candidate's change,
+    int8 without smoothing ("none") included, for the user to see what smoothing buys."""
+    reference, log_probs = model_output(model, batch, None, causal)
+    scores: dict[str, float] = {}
+    for alpha in (None, *ALPHAS):
+        with _fake_int8(linears, peaks, alpha):
+            output, _ = model_output(model, batch, None, causal)
+        scores["none" if alpha is None else f"{alpha:g}"] = output_change(reference, output, log_probs)
+    best = min(ALPHAS, key=lambda a: scores[f"{a:g}"])
+    return best, scores
+
+
 @torch.no_grad()
 def calibrate_smoothing(
     model: torch.nn.Module,
@@ -111,7 +181,7 @@ def calibrate_smoothing(
     data_name: str,
 ) -> Smoothing:
     """Run `model` on each document (its first `tokens` tokens, no padding) and keep max|x| per input channel of
-    every `nn.Linear`. A weight used twice (a tied LM head) is one entry."""
+    every `nn.Linear` (a weight used twice, a tied LM head, is one entry); then choose alpha (`choose_alpha`)."""
     peaks: dict[str, torch.Tensor] = {}
     names: dict[str, str] = {}
     keys = {}
@@ -140,11 +210,7 @@ def calibrate_smoothing(
             hook.remove()
     if not peaks:
         raise EffcError(f"model '{name}' ran no f32 nn.Linear on the calibration text; nothing to smooth")
-    return Smoothing(
-        model=name,
-        data=data_name,
-        documents=used,
-        tokens=tokens,
-        input_peaks={key: value.numpy() for key, value in peaks.items()},
-        names=names,
-    )
+    input_peaks = {key: value.numpy() for key, value in peaks.items()}
+    batch = common_length_batch(tokenizer, documents[:SCORE_DOCUMENTS], tokens)
+    alpha, scores = choose_alpha(model, batch, {m: k for m, k in keys.items() if k in input_peaks}, input_peaks, causal)
+    return Smoothing(name, data_name, used, tokens, input_peaks, names, alpha, scores)

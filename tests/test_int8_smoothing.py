@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import effc
 from effc.bench.chai.run import gensim_data
 from effc.compiler.models import load_bundled_hf
 from effc.compiler.optimize import with_precision_passes
-from effc.passes.smoothing import DEFAULT_ALPHA, Smoothing, smoothing_scales, weight_fingerprint
+from effc.passes.smoothing import ALPHAS, DEFAULT_ALPHA, Smoothing, smoothing_scales, weight_fingerprint
 from effc.runtime.runner import relative_error
 from effc.tests.conftest import EffcCli
 from effc.tests.test_bad_input import one_line_error
@@ -89,6 +90,21 @@ def test_smoothing_computes_what_it_describes_and_loses_less(tmp_path: Path) -> 
     assert relative_error(ours, f32) < 0.5 * relative_error(unsmoothed, f32)
 
 
+def test_the_pass_takes_alpha_from_its_option_else_the_file_else_the_default(tmp_path: Path) -> None:
+    model, x = _outlier_model()
+    peaks = _peaks(model, x)
+    reports = []
+    for file_alpha, option in ((None, ""), (0.4, ""), (0.4, " alpha=0.7")):
+        path = tmp_path / f"{file_alpha}.json"
+        path.write_text(dataclasses.replace(peaks, alpha=file_alpha).to_json())
+        pipeline = f"builtin.module(effc-quantize-dynamic{{smooth={path}{option}}})"
+        compiled = effc.compile(model, (x,), matmul_precision="int8", pipeline=pipeline, emit="torch")
+        reports.append(compiled.mlir.split('effc.quantize_dynamic = "', 1)[1].split('"', 1)[0])
+    assert reports == [
+        f"2/2 matmuls by constant weights in int8, 2 smoothed (alpha {a})" for a in ("0.6", "0.4", "0.7")
+    ]
+
+
 def test_a_pipeline_that_quantizes_itself_gets_no_second_quantization() -> None:
     own = "builtin.module(effc-quantize-dynamic{smooth=peaks.json alpha=0.5})"
     assert with_precision_passes(own, "int8") == own
@@ -112,6 +128,10 @@ def test_calibrate_records_every_linear_and_its_file_smooths_minilm(effc_cli: Ef
         2,
         16,
     )
+    # Calibration chose the alpha whose int8 output moved least from f32, among every candidate it scored.
+    scores = body["alpha_scores"]
+    assert set(scores) == {"none", *(f"{a:g}" for a in ALPHAS)} and all(v > 0 for v in scores.values())
+    assert body["alpha"] == min(ALPHAS, key=lambda a: scores[f"{a:g}"])
 
     model, tokenizer, _ = load_bundled_hf("minilm")
     query = model.encoder.layer[0].attention.self.query
@@ -129,7 +149,7 @@ def test_calibrate_records_every_linear_and_its_file_smooths_minilm(effc_cli: Ef
 
     pipeline = f"builtin.module(effc-quantize-dynamic{{smooth={output}}})"
     compiled = effc.compile("minilm", matmul_precision="int8", pipeline=pipeline, emit="torch")
-    assert "36/36 matmuls by constant weights in int8, 36 smoothed (alpha 0.6)" in compiled.mlir
+    assert f"36/36 matmuls by constant weights in int8, 36 smoothed (alpha {body['alpha']:g})" in compiled.mlir
 
 
 def test_bad_smoothing_files_and_options_are_one_line_errors(effc_cli: EffcCli, tmp_path: Path) -> None:
@@ -159,6 +179,13 @@ def test_bad_smoothing_files_and_options_are_one_line_errors(effc_cli: EffcCli, 
         f"effc: error: int8 smoothing file '{negative}': weight ab has input_peaks that are negative or not finite"
     )
     assert opt("alpha=1.5") == "effc: error: effc-quantize-dynamic: alpha must be in [0, 1], got 1.5"
+    bad_alpha = tmp_path / "bad-alpha.json"
+    bad_alpha.write_text(
+        json.dumps({"format": "effc-int8-smoothing", "version": 1, "alpha": 2, "weights": {"ab": {"input_peaks": [1]}}})
+    )
+    assert opt(f"smooth={bad_alpha}") == (
+        f"effc: error: int8 smoothing file '{bad_alpha}': alpha 2 is not a number in [0, 1]"
+    )
     other = tmp_path / "other.json"
     other.write_text(
         json.dumps(
