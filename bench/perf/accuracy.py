@@ -162,9 +162,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "effc modules compiled with `-O` for llvm-cpu. 'medium' = matmul inputs rounded to bf16, f32 accumulation.",
         "'int8' = matmuls by constant weights in int8 (weights per output channel, activations per row), int32 "
-        "accumulation. 'int8, smoothed' = the same after SmoothQuant's per-channel smoothing (alpha 0.6), calibrated "
-        f"on {CALIBRATION_DOCUMENTS} documents the scores do not use (MiniLM: Lee background corpus; SmolLM2: other "
-        "reviews).",
+        "accumulation. 'int8, smoothed' = the same after SmoothQuant's per-channel smoothing, its peaks and alpha "
+        f"calibrated on {CALIBRATION_DOCUMENTS} documents the scores do not use (MiniLM: Lee background corpus; "
+        "SmolLM2: other reviews).",
         "Relative error: of each output against torch eager's (largest over documents).",
         "",
         "## MiniLM: Lee corpus similarity (50 documents, 128 tokens; human judgments from gensim)",
