@@ -9,7 +9,7 @@ flattened, as in IR that kept them), becomes
     s_w = max|W| / 127 per output column      (here, in numpy: the module stores W_q in int8 and s_w in f32)
     W_q = int8(round(W / s_w))
     s_x = max|x| / 127 per row                (at run time)
-    x_q = int8(round(x / s_x))
+    x_q = int8(round(x * (1 / s_x)))          (round half to even, as torch.round)
     y   = f32(mm(x_q, W_q) : int32) * s_x * s_w
 
 Symmetric, per output channel for weights and per row (token) for activations, int32 accumulation: IREE's
@@ -62,6 +62,10 @@ _INT8, _F32 = 1, 6
 _INT8_MAX = 127.0
 # The smallest scale: a row or column of zeros quantizes to zeros instead of dividing by zero.
 _MIN_SCALE = 1e-30
+# (v + 1.5 * 2^23) - 1.5 * 2^23 is v rounded half to even, exactly, for |v| <= 2^22 (here |v| <= 127): two vector adds,
+# where IREE 3.13 expands `math.roundeven` into ~40 integer instructions per vector on x86. With a multiply by 1/s_x in
+# place of a divide, the quantizing dispatches ran 3-5x faster (bench/perf/NOTES.md, fourteenth session).
+_ROUNDING_SHIFT = 1.5 * 2.0**23
 LINEAR = "torch.aten.linear"
 # `mm` and `matmul` take the weight as [K, N] (on the right), `linear` as nn.Linear stores it, [N, K].
 MATMULS = frozenset({"torch.aten.mm", "torch.aten.matmul", LINEAR})
@@ -107,7 +111,8 @@ def _literal_array(literal: ir.Operation) -> np.ndarray | None:
 
 
 def _quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(scale [1, N], int8 values) of a [K, N] f32 weight: `_quantize_rows`' arithmetic per column, ahead of time."""
+    """(scale [1, N], int8 values) of a [K, N] f32 weight: symmetric per column, ahead of time, dividing by the
+    scale (the rows multiply by its reciprocal, which is faster at run time)."""
     peak = np.abs(w).max(axis=0, keepdims=True)
     scale = np.maximum(peak, np.float32(_MIN_SCALE * _INT8_MAX)) / np.float32(_INT8_MAX)
     return scale, np.round(w / scale).astype(np.int8)
@@ -166,8 +171,15 @@ def _quantize_rows(b: Builder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     peak = b.op("torch.aten.amax", [magnitude, b.int_list([1]), b.bool(True)], [reduced]).result
     floor = b.op("torch.aten.clamp_min", [peak, b.float(_MIN_SCALE * _INT8_MAX)], [reduced]).result
     scale = b.op("torch.aten.div.Scalar", [floor, b.float(_INT8_MAX)], [reduced]).result
-    scaled = b.op("torch.aten.div.Tensor", [x, scale], [x.type]).result
-    rounded = b.op("torch.aten.round", [scaled], [x.type]).result
+    # The reciprocal of the broadcast scale, not of the [rows, 1] scale: IREE gives a [rows, 1] reciprocal a dispatch of
+    # its own (121 more launches in SmolLM2's prefill), while this one fuses into the quantizing dispatch, where LLVM
+    # computes it once per row.
+    spread = b.op("torch.aten.broadcast_to", [scale, b.int_list(list(xt.shape))], [x.type]).result
+    inverse = b.op("torch.aten.reciprocal", [spread], [x.type]).result
+    scaled = b.op("torch.aten.mul.Tensor", [x, inverse], [x.type]).result
+    shift, one = b.float(_ROUNDING_SHIFT), b.int(1)
+    shifted = b.op("torch.aten.add.Scalar", [scaled, shift, one], [x.type]).result
+    rounded = b.op("torch.aten.sub.Scalar", [shifted, shift, one], [x.type]).result
     return scale, _cast(b, rounded, _INT8, "si8")
 
 

@@ -123,7 +123,7 @@ def smoothing_scales(input_peaks: np.ndarray, weight_peaks: np.ndarray, alpha: f
 def _int8_rows(x: torch.Tensor) -> torch.Tensor:
     """x rounded as the pass rounds it: symmetric int8 per row (last dimension), back in f32."""
     scale = x.abs().amax(-1, keepdim=True).clamp_min(1e-30 * 127) / 127
-    return torch.round(x / scale) * scale
+    return torch.round(x * (1 / scale)) * scale
 
 
 @contextlib.contextmanager

@@ -18,27 +18,18 @@ from effc.passes.smoothing import ALPHAS, DEFAULT_ALPHA, Smoothing, smoothing_sc
 from effc.runtime.runner import relative_error
 from effc.tests.conftest import EffcCli
 from effc.tests.test_bad_input import one_line_error
+from effc.tests.test_quantize_dynamic import TwoLinears, quantized_linear
 
 
-class _TwoLinears(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = torch.nn.Linear(64, 96)
-        self.down = torch.nn.Linear(96, 32)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.relu(self.up(x)))
-
-
-def _outlier_model() -> tuple[_TwoLinears, torch.Tensor]:
+def _outlier_model() -> tuple[TwoLinears, torch.Tensor]:
     """Inputs whose channel 5 is 40x the others, as LLM norm outputs have: per-row int8 rounding drowns the rest."""
     torch.manual_seed(0)
     x = torch.randn(16, 64)
     x[:, 5] *= 40
-    return _TwoLinears().eval(), x
+    return TwoLinears().eval(), x
 
 
-def _peaks(model: _TwoLinears, x: torch.Tensor) -> Smoothing:
+def _peaks(model: TwoLinears, x: torch.Tensor) -> Smoothing:
     with torch.no_grad():
         hidden = torch.relu(model.up(x))
     layers = {"up": (model.up, x), "down": (model.down, hidden)}
@@ -55,15 +46,9 @@ def _peaks(model: _TwoLinears, x: torch.Tensor) -> Smoothing:
 
 
 def _smoothed_linear(x: torch.Tensor, linear: torch.nn.Linear, x_peaks: torch.Tensor) -> torch.Tensor:
-    """The pass's arithmetic in torch: x / s and W * s per input channel, then symmetric int8 as without smoothing."""
-    w = linear.weight.t()
-    s = torch.from_numpy(smoothing_scales(x_peaks.numpy(), w.abs().amax(1).detach().numpy(), DEFAULT_ALPHA))
-    x, w = x * (1 / s), w * s[:, None]
-    x_scale = x.abs().amax(dim=1, keepdim=True).clamp_min(127e-30) / 127
-    w_scale = w.abs().amax(dim=0, keepdim=True).clamp_min(127e-30) / 127
-    x_q = torch.round(x / x_scale).to(torch.int64)
-    w_q = torch.round(w / w_scale).to(torch.int64)
-    return (x_q @ w_q).to(torch.float32) * x_scale * w_scale + linear.bias
+    """The pass's arithmetic in torch, with s from the input's peaks and the weight's rows at the default alpha."""
+    w_peaks = linear.weight.t().abs().amax(1).detach().numpy()
+    return quantized_linear(x, linear, torch.from_numpy(smoothing_scales(x_peaks.numpy(), w_peaks, DEFAULT_ALPHA)))
 
 
 def test_smoothing_computes_what_it_describes_and_loses_less(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from effc.runtime.runner import relative_error
 from effc.tests import model_zoo
 
 
-class _TwoLinears(torch.nn.Module):
+class TwoLinears(torch.nn.Module):
     """Linear, ReLU, Linear: ReLU is exact, so a reference can follow the int8 arithmetic step by step."""
 
     def __init__(self, width: int = 64, hidden: int = 96, out: int = 32) -> None:
@@ -24,19 +24,22 @@ class _TwoLinears(torch.nn.Module):
         return self.down(torch.relu(self.up(x)))
 
 
-def _quantized_linear(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
-    """The pass's arithmetic in torch: symmetric int8, activations per row, weights per output channel."""
+def quantized_linear(x: torch.Tensor, linear: torch.nn.Linear, smoothing: torch.Tensor | None = None) -> torch.Tensor:
+    """The pass's arithmetic in torch: with SmoothQuant's s, x / s and W * s per input channel first; then symmetric
+    int8, activations per row (times the reciprocal of their scale), weights per output channel (divided by theirs)."""
     w = linear.weight.t()
+    if smoothing is not None:
+        x, w = x * (1 / smoothing), w * smoothing[:, None]
     x_scale = x.abs().amax(dim=1, keepdim=True).clamp_min(127e-30) / 127
     w_scale = w.abs().amax(dim=0, keepdim=True).clamp_min(127e-30) / 127
-    x_q = torch.round(x / x_scale).to(torch.int64)
+    x_q = torch.round(x * (1 / x_scale)).to(torch.int64)
     w_q = torch.round(w / w_scale).to(torch.int64)
     return (x_q @ w_q).to(torch.float32) * x_scale * w_scale + linear.bias
 
 
-def _model() -> tuple[_TwoLinears, torch.Tensor]:
+def _model() -> tuple[TwoLinears, torch.Tensor]:
     torch.manual_seed(0)
-    return _TwoLinears().eval(), torch.randn(8, 64) * torch.linspace(0.1, 3.0, 8)[:, None]  # rows of unequal range
+    return TwoLinears().eval(), torch.randn(8, 64) * torch.linspace(0.1, 3.0, 8)[:, None]  # rows of unequal range
 
 
 def test_int8_computes_the_dynamic_quantization_it_describes() -> None:
@@ -46,10 +49,21 @@ def test_int8_computes_the_dynamic_quantization_it_describes() -> None:
     assert compiled.mlir.count("!torch.vtensor<[8,64],si8>") >= 1 and "-> !torch.vtensor<[8,32],si32>" in compiled.mlir
     (ours,) = compiled.run()
     with torch.no_grad():
-        reference = _quantized_linear(torch.relu(_quantized_linear(x, model.up)), model.down).numpy()
+        reference = quantized_linear(torch.relu(quantized_linear(x, model.up)), model.down).numpy()
         f32 = model(x).numpy()
     assert relative_error(ours, reference) <= 1e-5  # int32 products are exact; only the f32 rescaling rounds
     assert 1e-3 < relative_error(ours, f32) <= compiled.tolerance == 0.2  # 8-bit rounding acted
+
+
+def test_int8_rounds_activations_half_to_even_as_torch_round() -> None:
+    """The pass rounds by adding and subtracting 1.5 * 2^23, which IREE leaves alone: ties must still go to even."""
+    identity = torch.nn.Linear(6, 6, bias=False)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(6))
+    x = torch.tensor([[127.0, 63.5, -63.5, 0.5, 1.5, -2.5]])  # row scale 1: x_q = round(x), read back through I
+    compiled = effc.compile(identity.eval(), (x,), matmul_precision="int8")
+    (ours,) = compiled.run()
+    assert ours.tolist() == [[127.0, 64.0, -64.0, 0.0, 2.0, -2.0]] == torch.round(x).tolist()
 
 
 def test_int8_with_a_parameter_archive_keeps_the_int8_weights_there(tmp_path: Path) -> None:
@@ -59,7 +73,7 @@ def test_int8_with_a_parameter_archive_keeps_the_int8_weights_there(tmp_path: Pa
     assert compiled.parameters is not None and 64 * 96 <= compiled.parameters.stat().st_size < 64 * 96 * 2
     (ours,) = compiled.run()
     with torch.no_grad():
-        reference = _quantized_linear(torch.relu(_quantized_linear(x, model.up)), model.down).numpy()
+        reference = quantized_linear(torch.relu(quantized_linear(x, model.up)), model.down).numpy()
     assert relative_error(ours, reference) <= 1e-5
 
 
@@ -73,7 +87,7 @@ def test_int8_compiles_for_cuda() -> None:
 def test_int8_stores_the_weights_in_int8() -> None:
     """The pass quantizes the weights at compile time: the module holds int8 weights."""
     torch.manual_seed(0)
-    model, x = _TwoLinears(width=256, hidden=512, out=256).eval(), torch.randn(4, 256)
+    model, x = TwoLinears(width=256, hidden=512, out=256).eval(), torch.randn(4, 256)
     sizes = {p: len(effc.compile(model, (x,), matmul_precision=p).vmfb or b"") for p in ("highest", "int8")}
     f32_weights = 2 * 256 * 512 * 4
     assert sizes["highest"] - sizes["int8"] >= 0.7 * f32_weights * 3 / 4  # 4 bytes a weight -> 1, plus scales
@@ -118,7 +132,7 @@ def test_int8_linear_of_mlir_input_matches_the_reference(tmp_path: Path) -> None
     compiled = effc.compile(str(source), matmul_precision="int8")
     (ours,) = compiled.run(x.numpy())
     with torch.no_grad():
-        reference = _quantized_linear(x.reshape(8, 16), linear).reshape(2, 4, 8).numpy()
+        reference = quantized_linear(x.reshape(8, 16), linear).reshape(2, 4, 8).numpy()
         f32 = linear(x).numpy()
     assert relative_error(ours, reference) <= 1e-5
     assert 1e-4 < relative_error(ours, f32) <= compiled.tolerance

@@ -1,8 +1,9 @@
 // effc-quantize-dynamic: an f32 matmul by a constant weight becomes an int8 x int8 -> int32 matmul. The pass
 // quantizes the weight per output column (max|w| / 127) into int8 and f32 blobs, the activation per row at run time
-// (max|x| / 127), once per activation however many matmuls read it; the int32 product is scaled back by both scales. Matmuls of two activations, batched weights and
-// non-f32 matmuls are left, counted by reason in the module attribute effc.quantize_dynamic. aten.linear and
-// aten.matmul (IR that kept them) flatten their rows around the same form.
+// (max|x| / 127; x times its reciprocal, rounded half to even by adding and subtracting 1.5 * 2^23), once per
+// activation however many matmuls read it; the int32 product is scaled back by both scales. Matmuls of two
+// activations, batched weights and non-f32 matmuls are left, counted by reason in the module attribute
+// effc.quantize_dynamic. aten.linear and aten.matmul (IR that kept them) flatten their rows around the same form.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
 
@@ -20,7 +21,7 @@
 // SMOOTH:         %[[INV:.*]] = torch.vtensor.literal(dense_resource<effc_int8_smoothing> : tensor<3xf32>)
 // SMOOTH-NEXT:    %[[XS:.*]] = torch.aten.mul.Tensor %[[X]], %[[INV]]
 // SMOOTH-NEXT:    torch.aten.abs %[[XS]]
-// SMOOTH:         torch.aten.div.Tensor %[[XS]],
+// SMOOTH:         torch.aten.mul.Tensor %[[XS]],
 // SMOOTH-LABEL: func.func @half(
 // SMOOTH-NOT:     effc_int8_smoothing
 // SMOOTH-LABEL: func.func @linear3d(
@@ -54,8 +55,12 @@
 // CHECK:         %[[XMAX:.*]] = torch.aten.amax %[[XABS]], {{.*}} -> !torch.vtensor<[4,1],f32>
 // CHECK:         %[[XFLOOR:.*]] = torch.aten.clamp_min %[[XMAX]]
 // CHECK:         %[[XSCALE:.*]] = torch.aten.div.Scalar %[[XFLOOR]], %{{.*}} -> !torch.vtensor<[4,1],f32>
-// CHECK:         %[[XDIV:.*]] = torch.aten.div.Tensor %[[X]], %[[XSCALE]]
-// CHECK:         %[[XROUND:.*]] = torch.aten.round %[[XDIV]]
+// CHECK:         %[[SPREAD:.*]] = torch.aten.broadcast_to %[[XSCALE]], {{.*}} -> !torch.vtensor<[4,3],f32>
+// CHECK-NEXT:    %[[XINV:.*]] = torch.aten.reciprocal %[[SPREAD]] : !torch.vtensor<[4,3],f32> -> !torch.vtensor<[4,3],f32>
+// CHECK-NEXT:    %[[XMUL:.*]] = torch.aten.mul.Tensor %[[X]], %[[XINV]]
+// CHECK-NEXT:    %[[SHIFT:.*]] = torch.constant.float 0x4168000000000000
+// CHECK:         %[[XSHIFTED:.*]] = torch.aten.add.Scalar %[[XMUL]], %[[SHIFT]]
+// CHECK-NEXT:    %[[XROUND:.*]] = torch.aten.sub.Scalar %[[XSHIFTED]], %[[SHIFT]]
 // CHECK:         %[[XQ:.*]] = torch.aten.to.dtype %[[XROUND]], %[[ONE]], {{.*}} -> !torch.vtensor<[4,3],si8>
 // The weight, transposed to [K, N] and quantized by the pass (its values are checked at the end of this file).
 // CHECK-NOT:     torch.aten.abs
