@@ -63,8 +63,8 @@ _INT8_MAX = 127.0
 # The smallest scale: a row or column of zeros quantizes to zeros instead of dividing by zero.
 _MIN_SCALE = 1e-30
 # (v + 1.5 * 2^23) - 1.5 * 2^23 is v rounded half to even, exactly, for |v| <= 2^22 (here |v| <= 127): two vector adds,
-# where IREE 3.13 expands `math.roundeven` into ~40 integer instructions per vector on x86. With a multiply by 1/s_x in
-# place of a divide, the quantizing dispatches ran 3-5x faster (bench/perf/NOTES.md, fourteenth session).
+# where IREE 3.13 expands `math.roundeven` into about 50 instructions per 8 elements on x86. With a multiply by 1/s_x in
+# place of a divide, the quantizing dispatches ran 2-3x faster (bench/perf/NOTES.md, fourteenth session).
 _ROUNDING_SHIFT = 1.5 * 2.0**23
 LINEAR = "torch.aten.linear"
 # `mm` and `matmul` take the weight as [K, N] (on the right), `linear` as nn.Linear stores it, [N, K].
