@@ -1,7 +1,10 @@
-"""Measure this machine's matmul throughput and memory bandwidth and store them as the `host-cpu` entry.
+"""Measure this machine's matmul throughput and memory bandwidth and store them in the `host-cpu` entry.
 
-    python -m effc.bench.measure_host            # measure and rewrite passes/data/hardware.json
-    python -m effc.bench.measure_host --dry-run  # print the entry only
+    python -m effc.bench.measure_host            # measure and update passes/data/hardware.json
+    python -m effc.bench.measure_host --dry-run  # print the measurement only
+
+The entry keeps one measurement per kind of CPU (vector ISA and bf16 support; passes/hardware.py): this one
+replaces an earlier measurement of a CPU like this one, and is added beside those of other CPUs.
 
 A CPU has no datasheet "peak" that a compiled model can reach, so the roofline for `host-cpu` uses
 what torch's own kernels achieve here: the best of several large square matmuls per dtype (all
@@ -22,9 +25,10 @@ from typing import Any
 
 import torch
 
+from effc.compiler.fileio import write_atomic
 from effc.compiler.host_cpu import cpu_model, has_bf16_dot, vector_isa
-from effc.passes.hardware import HARDWARE_JSON, read_table
-from effc.runtime.benchmark import timed_runs
+from effc.passes.hardware import HARDWARE_JSON, read_table, same_cpu
+from effc.runtime.benchmark import timed_runs, torch_dynamic_int8
 
 MATMUL_N = 2048
 COPY_BYTES = 1 << 29  # 512 MiB: far larger than any CPU cache
@@ -55,6 +59,17 @@ def matmul_flops(dtype: torch.dtype, n: int = MATMUL_N) -> float:
     return float(f"{2 * n**3 / seconds:.4g}")
 
 
+def dynamic_int8_flops(n: int = MATMUL_N) -> float:
+    """Ops/s of torch's dynamically quantized nn.Linear on an n x n input with n x n weights (u8 x s8 by fbgemm or
+    oneDNN, with the input's quantization): torch's fast int8 path on CPUs where `torch._int_mm` has none (AVX2)."""
+    gen = torch.Generator().manual_seed(0)
+    linear = torch_dynamic_int8(torch.nn.Sequential(torch.nn.Linear(n, n, bias=False)))
+    x = torch.randn(n, n, generator=gen)
+    with torch.no_grad():
+        seconds = best_seconds(lambda: linear(x))
+    return float(f"{2 * n**3 / seconds:.4g}")
+
+
 def copy_bandwidth(nbytes: int = COPY_BYTES) -> float:
     """Bytes/s moved by a large tensor copy, counting the read and the write."""
     src = torch.ones(nbytes // 4, dtype=torch.float32)
@@ -63,7 +78,7 @@ def copy_bandwidth(nbytes: int = COPY_BYTES) -> float:
 
 
 def host_entry() -> dict[str, Any]:
-    """The `host-cpu` entry of hardware.json, measured now."""
+    """This CPU's measurement, as a `host-cpu` entry of hardware.json."""
     threads = torch.get_num_threads()
     date = datetime.date.today().isoformat()
     load = os.getloadavg()[0]
@@ -72,25 +87,33 @@ def host_entry() -> dict[str, Any]:
         f"1-minute load average {load:.1f} before measuring"
     )
     f32 = matmul_flops(torch.float32)
-    measured = {
-        "f64": matmul_flops(torch.float64),
-        "bf16": matmul_flops(torch.bfloat16),
-        "int8": matmul_flops(torch.int8),
-    }
-    f16_torch = matmul_flops(torch.float16, n=256)  # slow in torch: a small size is enough to show it
+    int8_kernels = {"torch._int_mm": matmul_flops(torch.int8), "torch's dynamic int8 nn.Linear": dynamic_int8_flops()}
+    int8_kernel = max(int8_kernels, key=lambda name: int8_kernels[name])
+    measured = {"f64": matmul_flops(torch.float64), "int8": int8_kernels[int8_kernel]}
+    kernel = {"int8": f"{int8_kernel}, the faster of {' and '.join(int8_kernels)}"}
+    if has_bf16_dot():
+        measured["bf16"] = matmul_flops(torch.bfloat16)
     mm = f"best of {REPEATS} torch matmuls {MATMUL_N}x{MATMUL_N}x{MATMUL_N}"
-    kernel = {"int8": "torch._int_mm"}
     peak = {
         dtype: {"dense": value, "source": f"{method}: {mm} ({kernel.get(dtype, dtype)})"}
         for dtype, value in measured.items()
     }
     peak["f32"] = {"dense": f32, "source": f"{method}: {mm} (f32)"}
     peak["tf32"] = {"dense": f32, "source": f"{method}: CPUs have no TF32; the f32 matmul figure"}
+    small = 256  # torch's slow paths: a small size is enough to show them
     peak["f16"] = {
         "dense": f32,
         "source": f"{method}: the f32 figure, since CPUs without AVX512-FP16 compute f16 in f32 (torch's "
-        f"own f16 CPU matmul reached {f16_torch / 1e9:.2f} GFLOP/s, a library limit, not the hardware's)",
+        f"own f16 CPU matmul reached {matmul_flops(torch.float16, n=small) / 1e9:.2f} GFLOP/s, a library limit, "
+        "not the hardware's)",
     }
+    if "bf16" not in peak:
+        peak["bf16"] = {
+            "dense": f32,
+            "source": f"{method}: the f32 figure, since this CPU has no bf16 dot products and effc's "
+            f"--matmul-precision medium stays f32 on it (torch's own bf16 matmul reached "
+            f"{matmul_flops(torch.bfloat16, n=small) / 1e9:.2f} GFLOP/s)",
+        }
     bandwidth = copy_bandwidth()
     vcpus = os.cpu_count() or 1
     return {
@@ -114,6 +137,15 @@ def host_entry() -> dict[str, Any]:
     }
 
 
+def with_measurement(host: dict[str, Any] | None, measured: dict[str, Any]) -> dict[str, Any]:
+    """The `host-cpu` entry `host` with `measured` in place of its measurement of a CPU like this one, or beside
+    the measurements of other CPUs."""
+    if host is None or same_cpu(host["cpu_features"], measured["cpu_features"]):
+        return measured | ({"other_cpus": host["other_cpus"]} if host and "other_cpus" in host else {})
+    others = [m for m in host.get("other_cpus", []) if not same_cpu(m["cpu_features"], measured["cpu_features"])]
+    return host | {"other_cpus": [*others, {key: value for key, value in measured.items() if key != "kind"}]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="print the entry, do not write the table")
@@ -124,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         table = read_table(args.table)
         others = {k: v for k, v in table["devices"].items() if k != "host-cpu"}
-        table["devices"] = {"host-cpu": entry} | others
-        args.table.write_text(json.dumps(table, indent=2) + "\n")
-        print(f"wrote host-cpu to {args.table}")
+        table["devices"] = {"host-cpu": with_measurement(table["devices"].get("host-cpu"), entry)} | others
+        write_atomic(args.table, json.dumps(table, indent=2) + "\n")
+        print(f"wrote this CPU's measurement to host-cpu in {args.table}")
     return 0
 
 

@@ -228,18 +228,64 @@ def test_report_is_self_contained_and_renders_sections(tmp_path: Path) -> None:
     assert data["sections"][0]["title"] == "carbon"
 
 
+def test_host_cpu_takes_the_measurement_of_a_cpu_like_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hardware.json's host-cpu holds a Zen 4 (AVX-512, bf16) and a Zen 3 (AVX2) measurement: each CPU gets its own,
+    and a CPU like neither gets the first, with the note that says so."""
+    from effc.passes import hardware
+
+    table = json.loads(hardware.HARDWARE_JSON.read_text())["devices"]["host-cpu"]
+    for measured in hardware.measurements(table):
+        features = measured["cpu_features"]
+        monkeypatch.setattr(hardware, "vector_isa", lambda isa=features["vector_isa"]: isa)
+        monkeypatch.setattr(hardware, "has_bf16_dot", lambda bf16=features["bf16_dot"]: bf16)
+        host = load_hardware("host-cpu")
+        assert host.peak("f32") == measured["peak_flops"]["f32"]["dense"]
+        assert host.memory_bandwidth == measured["memory_bandwidth"]["value"]
+        assert hardware.host_cpu_mismatch() is None
+    assert {(m["cpu_features"]["vector_isa"], m["cpu_features"]["bf16_dot"]) for m in hardware.measurements(table)} >= {
+        ("avx512", True),
+        ("avx2", False),
+    }
+    monkeypatch.setattr(hardware, "vector_isa", lambda: "neon")
+    monkeypatch.setattr(hardware, "has_bf16_dot", lambda: False)
+    assert load_hardware("host-cpu").peak("f32") == table["peak_flops"]["f32"]["dense"]
+    assert "was measured on other CPUs (avx512, with bf16; avx2, no bf16; this one: neon, no bf16)" in str(
+        hardware.host_cpu_mismatch()
+    )
+
+
+def test_measure_host_replaces_the_measurement_of_a_cpu_like_this_one() -> None:
+    from effc.bench.measure_host import with_measurement
+
+    def measured(isa: str, bf16: bool, f32: float) -> dict[str, object]:
+        return {"kind": "cpu", "cpu_features": {"vector_isa": isa, "bf16_dot": bf16}, "peak_flops": {"f32": f32}}
+
+    zen4 = measured("avx512", True, 1.0)
+    assert with_measurement(None, zen4) == zen4
+    with_zen3 = with_measurement(zen4, measured("avx2", False, 2.0))
+    assert with_zen3["peak_flops"] == {"f32": 1.0}
+    assert [(m["cpu_features"]["vector_isa"], m["peak_flops"]) for m in with_zen3["other_cpus"]] == [
+        ("avx2", {"f32": 2.0})
+    ]
+    assert "kind" not in with_zen3["other_cpus"][0]
+    zen3_again = with_measurement(with_zen3, measured("avx2", False, 3.0))
+    assert [m["peak_flops"] for m in zen3_again["other_cpus"]] == [{"f32": 3.0}]
+    zen4_again = with_measurement(zen3_again, measured("avx512", True, 4.0))
+    assert zen4_again["peak_flops"] == {"f32": 4.0} and zen4_again["other_cpus"] == zen3_again["other_cpus"]
+
+
 def test_effc_profile_command_maps_dispatches_to_op_classes(
     effc_cli: Callable[..., CliResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from effc.passes import hardware
 
-    monkeypatch.setattr(hardware, "vector_isa", lambda: "avx2")  # a CPU unlike the one host-cpu was measured on
+    monkeypatch.setattr(hardware, "vector_isa", lambda: "neon")  # a CPU unlike those host-cpu was measured on
     monkeypatch.setattr(hardware, "has_bf16_dot", lambda: False)
     result = effc_cli("profile", "effc.tests.model_zoo:conv_net", "--repetitions", "3", "-o", str(tmp_path / "r"))
     assert result.code == 0, result.err
     assert (
-        "hardware.json's host-cpu was measured on another CPU (avx512, with bf16; this one: avx2, no bf16), so its "
-        "predicted times are not this machine's: rerun python -m effc.bench.measure_host"
+        "hardware.json's host-cpu was measured on other CPUs (avx512, with bf16; avx2, no bf16; this one: neon, no "
+        "bf16), so its predicted times are not this machine's: rerun python -m effc.bench.measure_host"
     ) in " ".join((result.out + result.err).split())
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["dispatches"], "no dispatch timings"
