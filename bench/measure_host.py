@@ -138,9 +138,9 @@ def host_entry() -> dict[str, Any]:
 
 
 def with_measurement(host: dict[str, Any] | None, measured: dict[str, Any]) -> dict[str, Any]:
-    """The `host-cpu` entry `host` with `measured` in place of its measurement of a CPU like this one, or beside
-    the measurements of other CPUs."""
-    if host is None or same_cpu(host["cpu_features"], measured["cpu_features"]):
+    """The `host-cpu` entry `host` with `measured` in place of its measurement of a CPU like this one (or of an
+    unknown CPU), or beside the measurements of other CPUs."""
+    if host is None or "cpu_features" not in host or same_cpu(host["cpu_features"], measured["cpu_features"]):
         return measured | ({"other_cpus": host["other_cpus"]} if host and "other_cpus" in host else {})
     others = [m for m in host.get("other_cpus", []) if not same_cpu(m["cpu_features"], measured["cpu_features"])]
     return host | {"other_cpus": [*others, {key: value for key, value in measured.items() if key != "kind"}]}

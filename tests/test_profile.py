@@ -262,6 +262,7 @@ def test_measure_host_replaces_the_measurement_of_a_cpu_like_this_one() -> None:
 
     zen4 = measured("avx512", True, 1.0)
     assert with_measurement(None, zen4) == zen4
+    assert with_measurement({"kind": "cpu", "peak_flops": {"f32": 0.5}}, zen4) == zen4  # an unknown CPU's: replaced
     with_zen3 = with_measurement(zen4, measured("avx2", False, 2.0))
     assert with_zen3["peak_flops"] == {"f32": 1.0}
     assert [(m["cpu_features"]["vector_isa"], m["peak_flops"]) for m in with_zen3["other_cpus"]] == [
