@@ -37,12 +37,13 @@ def test_vector_isa_is_the_widest_the_flags_name(cpuinfo: str, expected: str) ->
     assert vector_isa(cpuinfo.splitlines()) == expected
 
 
-def test_the_host_cpu_table_entry_matches_only_a_cpu_like_the_one_it_was_measured_on(
+def test_the_host_cpu_table_entry_matches_only_cpus_like_those_it_was_measured_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from effc.passes import hardware
 
-    for isa, bf16, expected in (("avx512", True, False), ("avx2", False, True), ("avx512", False, True)):
+    cases = (("avx512", True, False), ("avx2", False, False), ("avx512", False, True), ("neon", False, True))
+    for isa, bf16, expected in cases:
         monkeypatch.setattr(hardware, "vector_isa", lambda isa=isa: isa)
         monkeypatch.setattr(hardware, "has_bf16_dot", lambda bf16=bf16: bf16)
         assert (hardware.host_cpu_mismatch() is not None) is expected, (isa, bf16)
