@@ -70,11 +70,11 @@ def load_hardware(name: str) -> Hardware:
         close = difflib.get_close_matches(name, list(devices), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EffcError(f"unknown hardware target '{name}'{hint} (known: {', '.join(devices)})")
-    here = this_cpu()
+    here = _this_cpu()
     return _hardware(name, here["vector_isa"], here["bf16_dot"])
 
 
-def this_cpu() -> dict[str, Any]:
+def _this_cpu() -> dict[str, Any]:
     """This machine's CPU features as hardware.json's `cpu_features` records them (bf16_dot None: unknown)."""
     return {"vector_isa": vector_isa(), "bf16_dot": has_bf16_dot()}
 
@@ -101,7 +101,7 @@ def host_cpu_mismatch(name: str = "host-cpu") -> str | None:
     """Why entry `name`'s peaks may not hold on this machine: no measurement was taken on a CPU with this one's
     vector ISA and bf16 support. None where one was, or where this CPU's features are unknown."""
     entry = _devices()[name]
-    here = this_cpu()
+    here = _this_cpu()
     if "cpu_features" not in entry or here["bf16_dot"] is None or _matching(entry, here) is not None:
         return None
 
