@@ -94,9 +94,15 @@ int main(int argc, char **argv) {
   int8_t *a = malloc((size_t)m * k), *b = malloc((size_t)k * n);
   for (long i = 0; i < (long)m * k; i++) a[i] = (int8_t)(rand() % 255 - 127);
   for (long i = 0; i < (long)k * n; i++) b[i] = (int8_t)(rand() % 255 - 127);
-  int32_t *ap = aligned_alloc(64, (size_t)mp * kp * 4), *bp = aligned_alloc(64, (size_t)n * kp * 4);
+  // aligned_alloc wants a multiple of the alignment; B and C are (N is a multiple of 16), A's panels need not be.
+  size_t a_bytes = ((size_t)mp * kp * 4 + 63) / 64 * 64;
+  int32_t *ap = aligned_alloc(64, a_bytes), *bp = aligned_alloc(64, (size_t)n * kp * 4);
   int32_t *c = aligned_alloc(64, (size_t)mp * n * 4);
-  memset(ap, 0, (size_t)mp * kp * 4);
+  if (!a || !b || !ap || !bp || !c) {
+    fprintf(stderr, "out of memory\n");
+    return 2;
+  }
+  memset(ap, 0, a_bytes);
   for (int r = 0; r < m; r++)
     for (int q = 0; q < kp; q++) ap[(size_t)(r / 6) * kp * 6 + q * 6 + r % 6] = pair(a[r * k + 2 * q], a[r * k + 2 * q + 1]);
   for (int j = 0; j < n; j++)
@@ -123,5 +129,6 @@ int main(int argc, char **argv) {
   printf("GEMM %dx%dx%d, %d threads: median of %d calls %.3f ms, %.1f G multiply-adds/s (best %.1f), %ld wrong\n", m,
          n, k, omp_get_max_threads(), REPEATS, median * 1e3, (double)m * n * k / median * 1e-9,
          (double)m * n * k / times[0] * 1e-9, wrong);
+  free(a), free(b), free(ap), free(bp), free(c);
   return wrong != 0;
 }
