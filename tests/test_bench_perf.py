@@ -62,3 +62,14 @@ def test_torch_int8_mode_runs_torch_aos_dynamic_quantization() -> None:
     with torch.no_grad():
         assert 1e-4 < relative_error(fn(*inputs).numpy(), f32) < 0.1
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_only_selects_by_substring_or_by_the_keys_end() -> None:
+    """`prepare --only` and `profile --only`: a part is a substring of the key unless it ends in `$`, which pins the
+    key's end, so a GPU pack can hold `-O` rows without their `-O+hoist` variants."""
+    from effc.bench.perf.cuda import selected
+
+    keys = ["attention-block-f16--O", "attention-block-f16--O-hoist", "smollm2-decode-f16--O-fold"]
+    assert [k for k in keys if selected(k, "--O")] == keys
+    assert [k for k in keys if selected(k, "attention-block-f16--O$")] == ["attention-block-f16--O"]
+    assert [k for k in keys if selected(k, "f16--O$,-O-fold")] == [keys[0], keys[2]]

@@ -238,6 +238,12 @@ def _specs(workload: str, mlir: str, precision: str) -> tuple[InputSpec, ...]:
     return tuple(specs)
 
 
+def selected(key: str, only: str) -> bool:
+    """Whether `--only` names a module: a comma-separated part matches a key that contains it, or, ending in `$`,
+    a key that ends with it (`attention-block-f16--O$` without the `--O-hoist` variants)."""
+    return any(key.endswith(part[:-1]) if part.endswith("$") else part in key for part in only.split(","))
+
+
 def pack_entries(manifest: dict[str, Any]) -> list[Entry]:
     """A pack manifest's modules."""
     return [
@@ -261,6 +267,12 @@ def _host_module(workload: str, precision: str) -> tuple[torch.nn.Module, tuple[
     dtype = DTYPES[precision]
     cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
     return module.to(dtype).eval(), cast, config
+
+
+def _weights_of(workload: str, precision: str, config: str) -> tuple[str, str, bool]:
+    """Modules that read the same parameter archive: int8 ones hold quantized weights under keys of their own
+    (a shared f32 archive made H100 run 16's int8 block fail to load: "no parameter found ... 'effc_int8_weight'")."""
+    return workload, precision, "+int8" in config
 
 
 def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
@@ -413,21 +425,23 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("attention-block", "f32", "-O+int8", "auto", None, (), True),
         ("minilm", "f32", "-O+int8", "auto", None, (), False),
         ("smollm2-decode", "f32", "-O+int8+fold", "decomposed", None, (), False),
+        # Thirteenth round: CHAI's decode step under today's `-O` (runs 11-13 had older flags or the hoist).
+        ("smollm2-decode", "f16", "-O+chai", "auto", plan, (), False),
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
     stages = Stages()
     built: dict[tuple[str, str], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]] = {}
-    real_archives: dict[tuple[str, str], str] = {}
+    real_archives: dict[tuple[str, str, bool], str] = {}
     scratch = Path(tempfile.mkdtemp(prefix="effc-cuda-configs-"))
     attempted: set[str] = set()
     for workload, precision, config, attention, pipeline, flags, keep_real, *tuned in matrix:
         key = f"{workload}-{precision}-{config}".replace("+", "-")
-        if only and not any(part in key for part in only.split(",")):
+        if only and not selected(key, only):
             if key in kept:
                 entries.append(Entry(**kept[key]))
                 if kept[key]["real_params"]:  # later modules of the same weights share it
-                    real_archives.setdefault((workload, precision), kept[key]["real_params"])
+                    real_archives.setdefault(_weights_of(workload, precision, config), kept[key]["real_params"])
             continue
         variant = (workload, precision, "eager-attention" in config)
         if variant not in built:
@@ -473,8 +487,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             kept_inline = {name: np.frombuffer(data, np.uint8) for name, data in state.items() if name not in archived}
             np.savez(pack / inline, **kept_inline)
         (pack / f"{key}.vmfb").write_bytes(compiled.vmfb or b"")
-        shared = real_archives.setdefault((workload, precision), real.name) if keep_real else None
-        if shared != real.name:  # one real archive per module (same literals, same keys): 64 MiB travels
+        shared = real_archives.setdefault(_weights_of(workload, precision, config), real.name) if keep_real else None
+        if shared != real.name:  # one real archive per set of weights (same literals, same keys): 64 MiB travels
             real.unlink()
         entries.append(
             Entry(
@@ -682,7 +696,7 @@ def profile(pack: Path, out: Path, only: str | None, repetitions: int, tag: str)
     from effc.runtime.runner import benchmark_vmfb
 
     manifest = json.loads((pack / "manifest.json").read_text())
-    entries = [e for e in pack_entries(manifest) if not only or any(part in e.key for part in only.split(","))]
+    entries = [e for e in pack_entries(manifest) if not only or selected(e.key, only)]
     out.mkdir(parents=True, exist_ok=True)
     ncu = shutil.which("ncu")
     rows, eager_cache = [], {}
@@ -968,7 +982,9 @@ def main() -> None:
     prep.add_argument("--pack", type=Path, default=Path(__file__).parent / "cuda-pack")
     prep.add_argument("--plan", type=Path, required=True, help="a SmolLM2 CHAI plan JSON (effc chai calibrate)")
     prep.add_argument(
-        "--only", help="recompile only the modules whose key contains one of these (comma-separated); keep the others"
+        "--only",
+        help="recompile only the modules whose key contains one of these (comma-separated; a part ending in $ must "
+        "end the key); keep the others",
     )
     meas = sub.add_parser("measure", help="time the pack on the GPU")
     meas.add_argument("--pack", type=Path, default=Path(__file__).parent / "cuda-pack")
@@ -978,7 +994,9 @@ def main() -> None:
     prof = sub.add_parser("profile", help="on the GPU: runtime options, per-dispatch and per-kernel times")
     prof.add_argument("--pack", type=Path, default=Path(__file__).parent / "cuda-pack")
     prof.add_argument("--out", type=Path, default=RESULTS)
-    prof.add_argument("--only", help="profile only the modules whose key contains one of these (comma-separated)")
+    prof.add_argument(
+        "--only", help="profile only the modules whose key contains one of these (comma-separated; $ as for prepare)"
+    )
     prof.add_argument("--repetitions", type=int, default=5)
     prof.add_argument("--tag", default="")
     once = sub.add_parser("eager-once", help="one torch eager call in a CUDA profiler range (profile runs it)")
