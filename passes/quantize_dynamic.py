@@ -69,9 +69,31 @@ _ROUNDING_SHIFT = 1.5 * 2.0**23
 LINEAR = "torch.aten.linear"
 # `mm` and `matmul` take the weight as [K, N] (on the right), `linear` as nn.Linear stores it, [N, K].
 MATMULS = frozenset({"torch.aten.mm", "torch.aten.matmul", LINEAR})
+# A 3-D by 2-D `matmul` whose input is not contiguous (attention's output after its heads are transposed back) imports
+# as `bmm` by the weight broadcast over the batch: the same matmul by one matrix.
+BMM = "torch.aten.bmm"
+_BROADCASTS = frozenset({"torch.aten.broadcast_to", "torch.aten.expand"})
 _TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
 # Ops that change only a tensor's shape: quantizing the rows of any view of one value gives the same result.
 _VIEWS = frozenset({"torch.aten.view", "torch.aten.reshape", "torch.aten._unsafe_view"})
+
+
+def _batch_shared(value: ir.Value) -> ir.Value | None:
+    """The matrix that `value`, a bmm's [B, K, N] operand, repeats for every batch (through views that keep its
+    shape), or None where its batches may differ."""
+    op = producer(value)
+    while op is not None and op.name in _VIEWS and tensor_type(op.operands[0]) == tensor_type(op.results[0]):
+        op = producer(op.operands[0])
+    if op is None or op.name not in _BROADCASTS:
+        return None
+    source, batched = tensor_type(op.operands[0]), tensor_type(value)
+    repeated = source is not None and batched is not None and source.shape == batched.shape[1:]
+    return op.operands[0] if repeated else None
+
+
+def _weight_operand(op: ir.Operation) -> ir.Value:
+    """The operand of matmul `op` that could be a constant weight: its second, or the matrix a bmm's second repeats."""
+    return (_batch_shared(op.operands[1]) if op.name == BMM else None) or op.operands[1]
 
 
 def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
@@ -193,7 +215,7 @@ def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
 
 def _weight(op: ir.Operation) -> np.ndarray:
     """`op`'s constant weight as a [K, N] f32 array (raises `Skip` where the op is not one the pass rewrites)."""
-    x, weight = op.operands[0], op.operands[1]
+    x, weight = op.operands[0], _weight_operand(op)
     source = _constant_source(weight)
     if source is None:
         raise Skip("weight not a constant")
@@ -240,9 +262,12 @@ def _quantize(op: ir.Operation, rows: _QuantizedRows, weight: np.ndarray | None 
 
 
 def _matmuls(module: ir.Operation) -> list[ir.Operation]:
-    """Every matmul op the pass knows (`MATMULS`), in program order."""
+    """Every matmul op the pass knows (`MATMULS`, and bmm by a matrix repeated over the batch), in program order."""
     return [
-        op.operation for _, _, block in functions(module) for op in block.operations if op.operation.name in MATMULS
+        op.operation
+        for _, _, block in functions(module)
+        for op in block.operations
+        if op.operation.name in MATMULS or (op.operation.name == BMM and _batch_shared(op.operands[1]) is not None)
     ]
 
 
@@ -252,7 +277,7 @@ def weight_matmul_rows(module: ir.Operation) -> list[int]:
     with module.context:
         for op in _matmuls(module):
             xt = tensor_type(op.operands[0])
-            if _constant_source(op.operands[1]) is not None and xt is not None and xt.static and xt.shape:
+            if _constant_source(_weight_operand(op)) is not None and xt is not None and xt.static and xt.shape:
                 rows.append(math.prod(xt.shape[:-1]))
     return rows
 

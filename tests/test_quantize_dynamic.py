@@ -136,3 +136,22 @@ def test_int8_linear_of_mlir_input_matches_the_reference(tmp_path: Path) -> None
         f32 = linear(x).numpy()
     assert relative_error(ours, reference) <= 1e-5
     assert 1e-4 < relative_error(ours, f32) <= compiled.tolerance
+
+
+def test_int8_quantizes_a_linear_imported_as_bmm_by_a_broadcast_weight() -> None:
+    """The attention block's output projection reads sdpa's heads transposed back to rows, and torch-mlir imports it
+    as bmm by the weight broadcast over the batch: one weight matrix, quantized like the QKV projection."""
+    from effc.bench.perf.workloads import AttentionBlock
+
+    torch.manual_seed(0)
+    block, x = AttentionBlock(dim=32, heads=4).eval(), torch.randn(2, 6, 32)
+    imported = effc.compile(block, (x,), attention="decomposed", emit="torch").mlir
+    assert "torch.aten.bmm" in imported and "torch.aten.broadcast_to" in imported
+    compiled = effc.compile(block, (x,), attention="decomposed", matmul_precision="int8")
+    assert 'effc.quantize_dynamic = "2/2 matmuls by constant weights in int8"' in compiled.mlir
+    (ours,) = compiled.run()
+    with torch.no_grad():
+        q, k, v = quantized_linear(x.reshape(12, 32), block.qkv).reshape(2, 6, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        heads = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(12, 32)
+        reference = quantized_linear(heads, block.out).reshape(2, 6, 32).numpy()
+    assert relative_error(ours, reference) <= 1e-4  # f32 attention between the int8 matmuls rounds a little

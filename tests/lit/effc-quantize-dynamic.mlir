@@ -3,7 +3,8 @@
 // (max|x| / 127; x times its reciprocal, rounded half to even by adding and subtracting 1.5 * 2^23), once per
 // activation however many matmuls read it; the int32 product is scaled back by both scales. Matmuls of two
 // activations, batched weights and non-f32 matmuls are left, counted by reason in the module attribute
-// effc.quantize_dynamic. aten.linear and aten.matmul (IR that kept them) flatten their rows around the same form.
+// effc.quantize_dynamic. aten.linear and aten.matmul (IR that kept them) flatten their rows around the same form, and
+// so does aten.bmm by a weight broadcast over the batch (how torch-mlir imports a Linear on transposed heads).
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic)' | FileCheck %s
 
@@ -15,7 +16,7 @@
 // same input, so it shares s and the input is still quantized once.
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-quantize-dynamic{smooth=%S/Inputs/int8-smoothing.json alpha=0.5})' \
 // RUN:   | FileCheck %s --check-prefix=SMOOTH
-// SMOOTH:       module attributes {effc.quantize_dynamic = "6/9 matmuls by constant weights in int8, 6 smoothed (alpha 0.5); left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
+// SMOOTH:       module attributes {effc.quantize_dynamic = "7/10 matmuls by constant weights in int8, 7 smoothed (alpha 0.5); left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
 // SMOOTH-LABEL: func.func @linear(
 // SMOOTH-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
 // SMOOTH:         %[[INV:.*]] = torch.vtensor.literal(dense_resource<effc_int8_smoothing> : tensor<3xf32>)
@@ -44,7 +45,7 @@
 // SMOOTH:         effc_int8_weight_5: "0x010000007F7F7F812008"
 // SMOOTH-NEXT:    effc_int8_scale_5: "0x040000000402813C0402013D"
 
-// CHECK:       module attributes {effc.quantize_dynamic = "6/9 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
+// CHECK:       module attributes {effc.quantize_dynamic = "7/10 matmuls by constant weights in int8; left: not f32 (1), weight not a constant (1), weight not a matrix (1)"}
 // nn.Linear as torch-mlir imports it: mm by the permuted weight literal.
 // CHECK-LABEL: func.func @linear(
 // CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[4,3],f32>
@@ -182,6 +183,42 @@ func.func @batched(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f3
   return %y : !torch.vtensor<[2,4,2],f32>
 }
 
+// nn.Linear on a non-contiguous 3-D input (attention's output with its heads transposed back) imports as bmm by the
+// weight broadcast over the batch: one matrix, so the rows are flattened to [8,3] as for @linear3d. Its blob is
+// @linear's (checked at the end of this file).
+// CHECK-LABEL: func.func @broadcast_weight(
+// CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[2,4,3],f32>
+// CHECK:         %[[ROWS:.*]] = torch.aten.view %[[X]], {{.*}} -> !torch.vtensor<[8,3],f32>
+// CHECK:         torch.aten.abs %[[ROWS]]
+// CHECK:         torch.vtensor.literal(dense_resource<effc_int8_weight_6> : tensor<3x2xsi8>)
+// CHECK:         torch.aten.mm {{.*}} : !torch.vtensor<[8,3],si8>, !torch.vtensor<[3,2],si8> -> !torch.vtensor<[8,2],si32>
+// CHECK:         %[[Y:.*]] = torch.aten.view {{.*}} -> !torch.vtensor<[2,4,2],f32>
+// CHECK-NOT:     torch.aten.bmm
+// CHECK:         return %[[Y]]
+func.func @broadcast_weight(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f32> {
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %int2 = torch.constant.int 2
+  %int3 = torch.constant.int 3
+  %w = torch.vtensor.literal(dense<[[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]]> : tensor<2x3xf32>) : !torch.vtensor<[2,3],f32>
+  %dims = torch.prim.ListConstruct %int1, %int0 : (!torch.int, !torch.int) -> !torch.list<int>
+  %wt = torch.aten.permute %w, %dims : !torch.vtensor<[2,3],f32>, !torch.list<int> -> !torch.vtensor<[3,2],f32>
+  %shape = torch.prim.ListConstruct %int2, %int3, %int2 : (!torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %wb = torch.aten.broadcast_to %wt, %shape : !torch.vtensor<[3,2],f32>, !torch.list<int> -> !torch.vtensor<[2,3,2],f32>
+  %wv = torch.aten.view %wb, %shape : !torch.vtensor<[2,3,2],f32>, !torch.list<int> -> !torch.vtensor<[2,3,2],f32>
+  %y = torch.aten.bmm %x, %wv : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3,2],f32> -> !torch.vtensor<[2,4,2],f32>
+  return %y : !torch.vtensor<[2,4,2],f32>
+}
+
+// A batch matmul of two activations (attention's q·kᵀ) is not a site at all: it is not counted in the report.
+// CHECK-LABEL: func.func @scores(
+// CHECK:         torch.aten.bmm %{{.*}}, %{{.*}} : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3,4],f32> -> !torch.vtensor<[2,4,4],f32>
+// CHECK-NOT:     si8
+func.func @scores(%q: !torch.vtensor<[2,4,3],f32>, %k: !torch.vtensor<[2,3,4],f32>) -> !torch.vtensor<[2,4,4],f32> {
+  %y = torch.aten.bmm %q, %k : !torch.vtensor<[2,4,3],f32>, !torch.vtensor<[2,3,4],f32> -> !torch.vtensor<[2,4,4],f32>
+  return %y : !torch.vtensor<[2,4,4],f32>
+}
+
 // The weights' blobs: a 4-byte alignment header, then the data. @linear's weight transposed to [K, N] is
 // [[1, 0.25], [-2, 4], [0.5, -1]]; its column scales 2/127 and 4/127 (f32 0x3C810204, 0x3D010204) make it
 // [[64, 8], [-127, 127], [32, -32]] (63.5 rounds to even, 64). The later functions' are the same matrix.
@@ -191,3 +228,4 @@ func.func @batched(%x: !torch.vtensor<[2,4,3],f32>) -> !torch.vtensor<[2,4,2],f3
 // CHECK-NEXT:    effc_int8_weight_1: "0x010000004008817F20E0"
 // CHECK:         effc_int8_weight_2: "0x010000004008817F20E0"
 // CHECK:         effc_int8_weight_3: "0x010000004008817F20E0"
+// CHECK:         effc_int8_weight_6: "0x010000004008817F20E0"
