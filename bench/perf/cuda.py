@@ -117,6 +117,12 @@ F32_TUNING: dict[str, ConfigEdit] = {
     "mm-16x16-1x1": f32_matmul_tiles((1, 1), (16, 16)),
     "mm-8x32-1x1": f32_matmul_tiles((1, 1), (8, 32)),
     "mm-32x32-2x2": f32_matmul_tiles((2, 2), (32, 32)),
+    # Eighth GPU session: more outputs per thread for the block's 2048-row matmuls (its f32 output projection took
+    # 605 us, cuBLAS's 105), so fewer loads per multiply-add than 4x4; still 256 threads a workgroup.
+    "mm-128x128-8x8": f32_matmul_tiles((8, 8), (128, 128)),
+    "mm-64x128-4x8": f32_matmul_tiles((4, 8), (64, 128)),
+    "mm-64x128-8x4": f32_matmul_tiles((8, 4), (64, 128)),
+    "mm-64x64-4x4": f32_matmul_tiles((4, 4), (64, 64)),
 }
 KERNEL_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS | F32_TUNING
 # Options of IREE's CUDA driver tried per call by `profile` (no recompile): what a module call costs beside its
@@ -427,6 +433,11 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f32", "-O+int8+fold", "decomposed", None, (), False),
         # Thirteenth round: CHAI's decode step under today's `-O` (runs 11-13 had older flags or the hoist).
         ("smollm2-decode", "f16", "-O+chai", "auto", plan, (), False),
+        # The f32 block's matmuls with more outputs per thread (H100 run 19).
+        *[
+            ("attention-block", "f32", f"O-f32-{name}", "decomposed", None, o_hfuse, True, (name,))
+            for name in ("mm-128x128-8x8", "mm-64x128-4x8", "mm-64x128-8x4", "mm-64x64-4x4")
+        ],
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
