@@ -32,6 +32,12 @@ def _hoist_softmax_guard() -> type[ModulePass]:
     return HoistSoftmaxGuardPass
 
 
+def _move_matmul_scale() -> type[ModulePass]:
+    from effc.passes.move_matmul_scale import MoveMatmulScalePass
+
+    return MoveMatmulScalePass
+
+
 def _narrow_softmax() -> type[ModulePass]:
     from effc.passes.narrow_softmax import NarrowSoftmaxPass
 
@@ -80,6 +86,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-chai": _chai,
     "effc-hoist-softmax-guard": _hoist_softmax_guard,
     "effc-lower-to-linalg": _lower_to_linalg,
+    "effc-move-matmul-scale": _move_matmul_scale,
     "effc-narrow-softmax": _narrow_softmax,
     "effc-profile": _profile,
     "effc-quantize-dynamic": _quantize_dynamic,

@@ -88,6 +88,32 @@ def test_hoist_softmax_guard_drops_the_guard_of_unmasked_scores() -> None:
     assert max(compiled.compare()) < 1e-6
 
 
+class CachedAttention(torch.nn.Module):
+    """A decode step's attention: one query row over a KV cache with the new row appended, as DecodeStep does."""
+
+    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        keys, values = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
+        return torch.nn.functional.scaled_dot_product_attention(q, keys, values)
+
+
+def test_move_matmul_scale_scales_the_query_row_instead_of_the_cache() -> None:
+    """torch's decomposition scales q and the keys by sqrt(scale) each; the keys' scale moves onto the one query
+    row, so no scaled copy of the cache is made, and the output stays torch's."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 3, 1, 8) for _ in range(3))
+    k_cache, v_cache = torch.randn(1, 3, 20, 8), torch.randn(1, 3, 20, 8)
+    inputs = (q, k_cache, v_cache, k, v)
+    plain = compile_model(CachedAttention(), inputs, attention="decomposed")
+    moved = compile_model(
+        CachedAttention(), inputs, attention="decomposed", pipeline="builtin.module(effc-move-matmul-scale)"
+    )
+    assert 'effc.move_matmul_scale = "1/2 matmul operand scales moved to the smaller operand' in moved.mlir
+    scaled = "torch.aten.mul.Scalar"
+    assert _results(plain.mlir, scaled) == ["!torch.vtensor<[1,3,1,8],f32>", "!torch.vtensor<[1,3,8,21],f32>"]
+    assert _results(moved.mlir, scaled) == ["!torch.vtensor<[1,3,1,8],f32>", "!torch.vtensor<[3,1,8],f32>"]
+    assert max(moved.compare()) < 1e-6
+
+
 def test_optimize_adds_its_pass_to_the_users_from_the_cli(effc_cli: EffcCli, tmp_path: Path) -> None:
     model, _ = model_zoo.bert()
     directory = tmp_path / "tiny-bert"

@@ -1,0 +1,110 @@
+"""`effc-move-matmul-scale`: a constant scale on one matmul operand moves to the other where that one is smaller.
+
+torch decomposes `scaled_dot_product_attention` as (q·sqrt(s))·(k·sqrt(s))ᵀ, scaling both operands so that
+half-precision products do not overflow. In a decode step, k is the whole KV cache and q one row: IREE makes
+the cache's scaling an elementwise dispatch of its own that reads and writes every key, every layer. In
+SmolLM2's f32 decode step at 2048 context on the 2-core CPU that was `elementwise_393408_f32`, 5.6 of 56 ms
+(bench/perf/NOTES.md). (a·c)·b = a·(c·b) exactly in real arithmetic, and the ops between the scale and the
+matmul (views, permutes, broadcasts) only move elements, so the scale can go on the other operand: q·s
+instead of k·sqrt(s) and q·sqrt(s). The product differs by floating-point rounding only, and no product
+grows beyond what the scaled q makes it, so half precision overflows no sooner than before.
+
+Only a scale whose every step to the matmul has that one use moves (the scaled tensor read elsewhere would
+still need it). Left as they are, counted in the module attribute `effc.move_matmul_scale`: scales whose other
+operand is not smaller (prefill attention, where q and k are the same size) and non-float operands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+from torch_mlir import ir
+
+from effc.passes.base import ModulePass
+from effc.passes.chai import functions
+from effc.passes.chai_narrow import Builder, constant_number, producer, tensor_type
+from effc.passes.site_rewrites import Skip, rewrite_sites
+
+REPORT_ATTRIBUTE = "effc.move_matmul_scale"
+_MATMULS = frozenset({"torch.aten.bmm", "torch.aten.matmul", "torch.aten.mm"})
+_SCALE = "torch.aten.mul.Scalar"
+# Ops that only move elements: a scale commutes with each of them.
+_MOVES = frozenset(
+    {
+        "torch.aten.view",
+        "torch.aten.reshape",
+        "torch.aten._unsafe_view",
+        "torch.aten.permute",
+        "torch.aten.transpose.int",
+        "torch.aten.unsqueeze",
+        "torch.aten.squeeze.dim",
+        "torch.aten.broadcast_to",
+        "torch.aten.expand",
+    }
+)
+_FLOATS = ("f16", "bf16", "f32", "f64")
+
+
+def _single_use(value: ir.Value) -> bool:
+    return len(list(value.uses)) == 1
+
+
+def _scale_of(value: ir.Value) -> ir.Operation | None:
+    """The constant scale `value` is made of through element moves that nothing else reads, or None."""
+    op = producer(value)
+    while op is not None and op.name in _MOVES and _single_use(op.results[0]):
+        op = producer(op.operands[0])
+    if op is None or op.name != _SCALE or not _single_use(op.results[0]):
+        return None
+    return op if constant_number(op.operands[1]) is not None else None
+
+
+def _sites(module: ir.Operation) -> list[tuple[ir.Operation, int]]:
+    """(matmul, operand index) for every matmul operand that is a constant scale of something."""
+    return [
+        (op.operation, index)
+        for _, _, block in functions(module)
+        for op in block.operations
+        if op.operation.name in _MATMULS
+        for index in (0, 1)
+        if _scale_of(op.operands[index]) is not None
+    ]
+
+
+def _move(site: tuple[ir.Operation, int]) -> None:
+    """Drop the scale on operand `index` of the matmul and scale its other operand by the same constant."""
+    matmul, index = site
+    scale = _scale_of(matmul.operands[index])
+    assert scale is not None, "a site without its scale"  # single uses: no other move can have taken it
+    scaled, other = (tensor_type(v) for v in (matmul.operands[index], matmul.operands[1 - index]))
+    if scaled is None or other is None or scaled.dtype not in _FLOATS or other.dtype != scaled.dtype:
+        raise Skip("operands not of one float type")
+    if any(d < 0 for d in (*scaled.shape, *other.shape)):
+        raise Skip("dynamic shape")
+    if math.prod(other.shape) >= math.prod(scaled.shape):
+        raise Skip("the other operand is not smaller")
+    b = Builder(matmul)
+    moved = b.op(_SCALE, [matmul.operands[1 - index], scale.operands[1]], [matmul.operands[1 - index].type])
+    matmul.operands[1 - index] = moved.result
+    scale.results[0].replace_all_uses_with(scale.operands[0])
+
+
+def move_module(module: ir.Operation) -> str:
+    """Move every constant operand scale of `module`'s matmuls that can go to a smaller operand; the report."""
+    with module.context:
+        what = "matmul operand scales moved to the smaller operand"
+        return rewrite_sites(module, _sites(module), _move, attribute=REPORT_ATTRIBUTE, what=what)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoveMatmulScalePass(ModulePass):
+    name: ClassVar[str] = "effc-move-matmul-scale"
+    description: ClassVar[str] = (
+        "Move a constant scale on one matmul operand (torch's k·sqrt(scale) in decomposed attention) to the other "
+        "operand where that one is smaller: a decode step stops rescaling its whole KV cache every call."
+    )
+
+    def apply(self, module: ir.Operation) -> None:
+        move_module(module)
