@@ -91,7 +91,9 @@ def test_hoist_softmax_guard_drops_the_guard_of_unmasked_scores() -> None:
 class CachedAttention(torch.nn.Module):
     """A decode step's attention: one query row over a KV cache with the new row appended, as DecodeStep does."""
 
-    def forward(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    def forward(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
         keys, values = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
         return torch.nn.functional.scaled_dot_product_attention(q, keys, values)
 
