@@ -11,7 +11,8 @@ grows beyond what the scaled q makes it, so half precision overflows no sooner t
 
 Only a scale whose every step to the matmul has that one use moves (the scaled tensor read elsewhere would
 still need it). Left as they are, counted in the module attribute `effc.move_matmul_scale`: scales whose other
-operand is not smaller (prefill attention, where q and k are the same size) and non-float operands.
+operand is not smaller (prefill attention, where q and k are the same size), operands not of one float type, and
+dynamic shapes.
 """
 
 from __future__ import annotations
