@@ -39,7 +39,9 @@ class ConfigEdit:
     matmuls on CUDA none, so every thread reads its operands from global memory. An edit applies only where
     `requires` matches the configuration's text, so a rule written for one code-generation pipeline leaves
     the others alone, and, with `below_workgroups`, only where IREE's tiles launch fewer workgroups than that
-    (a small problem that leaves multiprocessors idle).
+    (a small problem that leaves multiprocessors idle). With `every_op`, `lowering` changes each op's
+    lowering_config that has the key, not only the first: on llvm-cpu a dispatch's fill and fused consumers carry
+    vector tiles of their own, which must agree with the root's (positions from the start then fit them all).
     """
 
     dispatch: str
@@ -50,6 +52,7 @@ class ConfigEdit:
     subgroups: int | None = None
     promote_operands: tuple[int, ...] | None = None
     below_workgroups: int | None = None
+    every_op: bool = False
 
 
 def _replace(
@@ -66,12 +69,14 @@ def apply_edit(configured: str, edit: ConfigEdit) -> str:
     text = configured
     for key, changes in edit.lowering.items():
         # The root op's lowering_config is the one with tile sizes; nested ones (an attention's
-        # decomposition_config) carry only MMA layouts, and `[^}]` keeps the match inside one attribute.
+        # decomposition_config) carry only MMA layouts. `[^}]` keeps the match inside one GPU attribute
+        # (`lowering_config<{...}>`, which nests `<>`), `[^{}>]` inside one CPU attribute (`lowering_config<...>`).
         text = _replace(
             text,
-            rf"(lowering_config<\{{[^}}]*?\b{key} = )\[([^\]]*)\]",
+            rf"(lowering_config<(?:\{{[^}}]*?|[^{{}}>]*?)\b{key} = )\[([^\]]*)\]",
             functools.partial(_entries, key=key, changes=changes),
             key,
+            count=0 if edit.every_op else 1,
         )
     if edit.promote_operands is not None:
         root = _ROOT_CONFIG.search(text)

@@ -19,6 +19,8 @@ from effc.compiler.iree_backend import check_target
 
 _MMA_SYNC = r"mma_kind = #iree_gpu.mma_layout<NV_MMA_SYNC"
 _SIXTEEN_WIDE = r"thread = \[[1, ]*16, 0\]"  # IREE's thread tile for f32 matmuls on sm_80
+# A matmul reading its weight as [N, K] (nn.Linear's layout), K contiguous.
+_WEIGHT_N_BY_K = r"affine_map<\(d0, d1, d2\) -> \(d1, d2\)>"
 
 
 def f32_matmul_tiles(
@@ -64,6 +66,19 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
         # rejects it. In f32 the decode step is faster without it in any case (37 vs 49 ms with GlobalOptimization's
         # data tiling, which compiles it; NOTES.md, seventh CPU session).
         "optional_iree_flags": ("--iree-dispatch-creation-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
+        "dispatch_edits": (
+            # One-row matmuls by an [N, K] weight (a decode step's projections, without data tiling): IREE 3.13 steps
+            # 8 output columns by 8 of K, which LLVM turns into 8x8 transposes and one chain of dependent FMAs. One
+            # column by 32 of K is a dot product on four accumulators: 30 one-row 576 -> 1536 projections 7.7 -> 6.4
+            # ms, SmolLM2's f32 decode step 49.9 -> 41.8 ms (Zen 3, 8 alternating rounds; NOTES.md, seventeenth CPU
+            # session). Only the summation order changes.
+            ConfigEdit(
+                r"_matmul_1x\d+x\d+_",
+                {"vector_common_parallel": {1: 1}, "vector_reduction": {2: 32}},
+                requires=_WEIGHT_N_BY_K,
+                every_op=True,
+            ),
+        ),
     },
     "cuda": {
         "attention": "auto",

@@ -182,3 +182,38 @@ def test_workgroup_count_skips_reduction_loops_and_untiled_ones() -> None:
     configured = "lowering_config<{reduction = [0, 0, 4], thread = [1, 4, 0], workgroup = [1, 128, 0]}>"
     assert workgroup_count("main$async_dispatch_4_horizontal_multi_contract_128x384x384_f32", configured) == 128 * 3
     assert workgroup_count("main$async_dispatch_3_elementwise_128_i64xi1", configured) == math.inf
+
+
+class _Projections(torch.nn.Module):
+    """A decode step's MLP shape: two nn.Linear weights, read as [N, K]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.up, self.down = torch.nn.Linear(96, 256), torch.nn.Linear(256, 96)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.nn.functional.silu(self.up(x)))
+
+
+def test_dash_o_on_llvm_cpu_gives_one_row_matmuls_a_dot_product_along_k(tmp_path: Path) -> None:
+    """IREE steps a one-row matmul 8 columns by 8 of K, lowered to transposes and one chain of dependent FMAs; `-O`
+    makes each step one column by 32 of K, in the fill and the fused consumer too (bench/perf/NOTES.md, seventeenth
+    CPU session). Matmuls of more rows keep IREE's tiles."""
+    from effc.compiler.optimize import best_known
+
+    compiled = effc.compile(
+        _Projections().eval(), (torch.randn(1, 96),), save_temps=tmp_path / "one", **best_known("llvm-cpu")
+    )
+    assert compiled.notes[-1] == "kernel configuration changed for 2 dispatches (dispatch_edits)"
+    assert max(compiled.compare()) < 1e-5
+    for path in (tmp_path / "one" / "dispatch-configs" / "edited").glob("configured_*.mlir"):
+        text = path.read_text()
+        assert "vector_common_parallel = [1, 1, 0], vector_reduction = [0, 0, 32]" in text
+        assert "vector_common_parallel = [1, 8" not in text
+
+    rows = effc.compile(
+        _Projections().eval(), (torch.randn(4, 96),), save_temps=tmp_path / "four", **best_known("llvm-cpu")
+    )
+    assert not any("dispatch_edits" in note for note in rows.notes)
+    assert max(rows.compare()) < 1e-5
