@@ -141,7 +141,7 @@ def compile_model(
     if demotion:
         iree_flags, optional_iree_flags = _without_demotion_blockers(iree_flags, optional_iree_flags, stages)
     optional_iree_flags = with_precision_flags(optional_iree_flags, precision_options)
-    pipeline = with_precision_passes(pipeline, matmul_precision)
+    pipeline = with_precision_passes(pipeline, matmul_precision, target)
     temps = Path(save_temps) if save_temps is not None else None
     if temps is not None:
         temps.mkdir(parents=True, exist_ok=True)
@@ -164,6 +164,11 @@ def compile_model(
                 print_ir_after_all=print_ir_after_all,
                 print_ir_after_change=print_ir_after_change,
             )
+    from effc.passes.narrow_weights import narrowed_weights
+
+    narrowed = narrowed_weights(imported.module.operation)
+    if narrowed:
+        stages.note(f"effc-narrow-weights: {narrowed}")
     if emit == "linalg":
         from torch_mlir.compiler_utils import run_pipeline_with_repro_report
 
@@ -230,7 +235,9 @@ def compile_model(
         dict(stages.timings),
         archive if vmfb is not None else None,
         stages.notes,
-        "highest" if matmul_precision == "medium" and not (demotion and emit == "vmfb") else matmul_precision,
+        "highest"
+        if matmul_precision == "medium" and not (demotion and emit == "vmfb") and not narrowed
+        else matmul_precision,
     )
 
 

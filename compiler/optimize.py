@@ -172,6 +172,10 @@ UKERNELS_FLAG = "--iree-llvmcpu-enable-ukernels=all"
 # DispatchCreation's data tiling also fails on the step's boolean mask, after 18 s of a 35 s compile.
 # The effc pipeline each precision adds after the user's passes.
 PRECISION_PIPELINE: dict[str, str] = {"int8": "builtin.module(effc-quantize-dynamic)"}
+# "medium" on a CPU without bf16 dot products: matmul arithmetic stays f32, but one-row matmuls (a decode step, bound
+# by reading its weights) read their constant weights stored in bf16: SmolLM2's decode step 45.9 -> 26.9 ms under -O
+# on a Zen 3 (4.0x torch eager), its outputs 3.6e-3 off torch's f32 (NOTES.md, seventeenth CPU session).
+NARROW_WEIGHTS_PIPELINE = "builtin.module(effc-narrow-weights)"
 # `--check`'s largest relative error against torch eager, per precision: bf16 keeps 8 significant bits
 # (relative rounding 2^-9), and MiniLM/SmolLM2 outputs came out at 6-7e-3 in "medium". int8 rows lose more: MiniLM's
 # hidden states 6.8% off, as torch's own dynamic quantization (6.9%), SmolLM2's logits 9%.
@@ -191,7 +195,8 @@ def precision_flags(target: str, precision: str, note: Callable[[str], None] | N
     """Optional iree-compile flags that implement `precision` on `target` (none for "highest").
 
     As torch's "medium", bf16 only where the hardware multiplies it fast: on a CPU without bf16 dot products
-    (`has_bf16_dot`) the matmuls stay f32, and `note` hears why.
+    (`has_bf16_dot`) the matmuls stay f32 (one-row ones read bf16 weights: `with_precision_passes`), and `note` hears
+    why.
     """
     if precision not in MATMUL_PRECISIONS:
         raise EffcError(f"unknown matmul precision '{precision}'; use one of: {', '.join(MATMUL_PRECISIONS)}")
@@ -202,8 +207,9 @@ def precision_flags(target: str, precision: str, note: Callable[[str], None] | N
     if check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
         if note is not None:
             note(
-                f"matmul precision 'medium' kept f32: this CPU ({cpu_model()}) has no bf16 dot products "
-                "(AVX512-BF16, AMX-BF16 or Arm BF16), without which IREE's bf16 matmuls run far slower than f32"
+                f"matmul precision 'medium' keeps f32 arithmetic: this CPU ({cpu_model()}) has no bf16 dot products "
+                "(AVX512-BF16, AMX-BF16 or Arm BF16), without which IREE's bf16 matmuls run far slower than f32; only "
+                "one-row matmuls (a decode step's) read their weights stored in bf16"
             )
         return ()
     return MEDIUM_PRECISION[target]
@@ -240,10 +246,13 @@ def without_one_row_data_tiling(
     return tuple(flag for flag in optional_flags if flag not in dropped)
 
 
-def with_precision_passes(pipeline: str | None, precision: str) -> str | None:
-    """`pipeline` followed by the effc passes that implement `precision` (int8's quantization), unless it runs
-    them itself, with options of its own (`effc-quantize-dynamic{smooth=...}`)."""
+def with_precision_passes(pipeline: str | None, precision: str, target: str) -> str | None:
+    """`pipeline` followed by the effc passes that implement `precision` on `target` (int8's quantization; "medium"'s
+    bf16 weights for one-row matmuls on a CPU without bf16 dot products), unless it runs them itself, with options
+    of its own (`effc-quantize-dynamic{smooth=...}`)."""
     extra = PRECISION_PIPELINE.get(precision)
+    if precision == "medium" and check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
+        extra = NARROW_WEIGHTS_PIPELINE
     if extra is None:
         return pipeline
     from effc.passes.pipeline import chain_pipelines, passes_in

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     device = RUNTIME_DEVICE[args.target]
     check_device(device)
     options = model_options(args, args.pass_pipeline)
-    options["pipeline"] = with_precision_passes(options["pipeline"], args.matmul_precision)
+    options["pipeline"] = with_precision_passes(options["pipeline"], args.matmul_precision, args.target)
     stages = Stages()
     mismatch = host_cpu_mismatch(hardware.id) if hardware.kind == "cpu" else None
     if mismatch:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -91,7 +92,7 @@ def _batch_shared(value: ir.Value) -> ir.Value | None:
     return op.operands[0] if repeated else None
 
 
-def _weight_operand(op: ir.Operation) -> ir.Value:
+def weight_operand(op: ir.Operation) -> ir.Value:
     """The operand of matmul `op` that could be a constant weight: its second, or the matrix a bmm's second repeats."""
     return (_batch_shared(op.operands[1]) if op.name == BMM else None) or op.operands[1]
 
@@ -114,7 +115,7 @@ def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
     return (op, transposed) if op is not None and op.name == "torch.vtensor.literal" else None
 
 
-def _literal_array(literal: ir.Operation) -> np.ndarray | None:
+def literal_array(literal: ir.Operation) -> np.ndarray | None:
     """The values of an f32 literal. MLIR's Python bindings cannot read a `dense_resource` blob, so a module holding
     only a copy of the literal is printed, and the blob read from its text: one weight's text at a time, where
     printing the whole module held SmolLM2's 1 GB of text and 0.5 GB of blobs at once."""
@@ -140,8 +141,17 @@ def _quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scale, np.round(w / scale).astype(np.int8)
 
 
-def _resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> ir.Value:
-    element = ir.IntegerType.get_signed(8) if dtype == "si8" else ir.F32Type.get()
+_ELEMENT_TYPES: dict[str, Callable[[], ir.Type]] = {
+    "si8": lambda: ir.IntegerType.get_signed(8),
+    "f32": ir.F32Type.get,
+    "f16": ir.F16Type.get,
+    "bf16": ir.BF16Type.get,  # `array` holds the bits, as uint16
+}
+
+
+def resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> ir.Value:
+    """A `torch.vtensor.literal` of `array`'s bytes as a tensor of `dtype` (si8, f32, f16 or bf16)."""
+    element = _ELEMENT_TYPES[dtype]()
     data = np.ascontiguousarray(array)
     builtin = ir.RankedTensorType.get(list(data.shape), element, loc=b.loc)
     attr = ir.DenseResourceElementsAttr.get_from_buffer(data, name, builtin)
@@ -178,7 +188,7 @@ class _QuantizedRows:
             flat = b.view(x, list(key[1])) if tuple(xt.shape) != key[1] else x
             scales = self.smoothing.get(key)
             if scales is not None:
-                inverse = _resource_literal(b, (1.0 / scales).astype(np.float32), "f32", "effc_int8_smoothing")
+                inverse = resource_literal(b, (1.0 / scales).astype(np.float32), "f32", "effc_int8_smoothing")
                 flat = b.op("torch.aten.mul.Tensor", [flat, inverse], [flat.type]).result
             self.done[key] = _quantize_rows(b, flat)
         return self.done[key]
@@ -202,10 +212,10 @@ def _quantize_rows(b: Builder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     shift, one = b.float(_ROUNDING_SHIFT), b.int(1)
     shifted = b.op("torch.aten.add.Scalar", [scaled, shift, one], [x.type]).result
     rounded = b.op("torch.aten.sub.Scalar", [shifted, shift, one], [x.type]).result
-    return scale, _cast(b, rounded, _INT8, "si8")
+    return scale, cast_to(b, rounded, _INT8, "si8")
 
 
-def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
+def cast_to(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     xt = tensor_type(x)
     assert xt is not None
     out = TensorType(xt.shape, dtype).ir_type()
@@ -215,7 +225,7 @@ def _cast(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
 
 def _weight(op: ir.Operation) -> np.ndarray:
     """`op`'s constant weight as a [K, N] f32 array (raises `Skip` where the op is not one the pass rewrites)."""
-    x, weight = op.operands[0], _weight_operand(op)
+    x, weight = op.operands[0], weight_operand(op)
     source = _constant_source(weight)
     if source is None:
         raise Skip("weight not a constant")
@@ -229,7 +239,7 @@ def _weight(op: ir.Operation) -> np.ndarray:
     if len(wt.shape) != 2 or not xt.shape:
         raise Skip("weight not a matrix")
     literal, transposed = source
-    data = _literal_array(literal)
+    data = literal_array(literal)
     if data is None:
         raise Skip("weight data not in the module")
     as_used = data.T if transposed else data
@@ -247,11 +257,11 @@ def _quantize(op: ir.Operation, rows: _QuantizedRows, weight: np.ndarray | None 
     assert xt is not None and out is not None
     b = Builder(op)
     x_scale, x_q = rows.get(b, x)
-    w_q = _resource_literal(b, w_q_data, "si8", "effc_int8_weight")
-    w_scale = _resource_literal(b, w_scale_data, "f32", "effc_int8_scale")
+    w_q = resource_literal(b, w_q_data, "si8", "effc_int8_weight")
+    w_scale = resource_literal(b, w_scale_data, "f32", "effc_int8_scale")
     flat = TensorType((math.prod(xt.shape[:-1]), out.shape[-1]), "f32")
     accumulated = b.op("torch.aten.mm", [x_q, w_q], [TensorType(flat.shape, "si32").ir_type()]).result
-    product = _cast(b, accumulated, _F32, "f32")
+    product = cast_to(b, accumulated, _F32, "f32")
     scaled = b.op("torch.aten.mul.Tensor", [product, x_scale], [flat.ir_type()]).result
     y = b.op("torch.aten.mul.Tensor", [scaled, w_scale], [flat.ir_type()]).result
     if flat.shape != out.shape:
@@ -261,7 +271,7 @@ def _quantize(op: ir.Operation, rows: _QuantizedRows, weight: np.ndarray | None 
     op.results[0].replace_all_uses_with(y)
 
 
-def _matmuls(module: ir.Operation) -> list[ir.Operation]:
+def weight_matmuls(module: ir.Operation) -> list[ir.Operation]:
     """Every matmul op the pass knows (`MATMULS`, and bmm by a matrix repeated over the batch), in program order."""
     return [
         op.operation
@@ -271,13 +281,23 @@ def _matmuls(module: ir.Operation) -> list[ir.Operation]:
     ]
 
 
+def _is_constant(value: ir.Value) -> bool:
+    """Whether `value` is a literal, possibly transposed, or one widened from a narrow literal (effc-narrow-weights)."""
+    op = producer(value)
+    while op is not None and op.name in _TRANSPOSES:
+        op = producer(op.operands[0])
+    if op is not None and op.name == "torch.aten.to.dtype":
+        op = producer(op.operands[0])
+    return op is not None and op.name == "torch.vtensor.literal"
+
+
 def weight_matmul_rows(module: ir.Operation) -> list[int]:
     """The rows (tokens) of each static matmul by a constant weight in `module`: all 1 in a decode step."""
     rows = []
     with module.context:
-        for op in _matmuls(module):
+        for op in weight_matmuls(module):
             xt = tensor_type(op.operands[0])
-            if _constant_source(_weight_operand(op)) is not None and xt is not None and xt.static and xt.shape:
+            if _is_constant(weight_operand(op)) and xt is not None and xt.static and xt.shape:
                 rows.append(math.prod(xt.shape[:-1]))
     return rows
 
@@ -317,7 +337,7 @@ def quantize_module(module: ir.Operation, smoothing: Smoothing | None = None, al
     """Quantize every f32 matmul by a constant weight in `module` (a builtin.module op), smoothing the inputs that
     `smoothing` has peaks for; returns the report."""
     with module.context:
-        matmuls = _matmuls(module)
+        matmuls = weight_matmuls(module)
         what = "matmuls by constant weights in int8"
         scales: dict[tuple[ir.Value, tuple[int, int]], np.ndarray] = {}
         weights: dict[ir.Operation, np.ndarray] = {}

@@ -44,6 +44,12 @@ def _narrow_softmax() -> type[ModulePass]:
     return NarrowSoftmaxPass
 
 
+def _narrow_weights() -> type[ModulePass]:
+    from effc.passes.narrow_weights import NarrowWeightsPass
+
+    return NarrowWeightsPass
+
+
 def _profile() -> type[ModulePass]:
     from effc.passes.profile import ProfilePass
 
@@ -88,6 +94,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-lower-to-linalg": _lower_to_linalg,
     "effc-move-matmul-scale": _move_matmul_scale,
     "effc-narrow-softmax": _narrow_softmax,
+    "effc-narrow-weights": _narrow_weights,
     "effc-profile": _profile,
     "effc-quantize-dynamic": _quantize_dynamic,
     "effc-raise-attention": _raise_attention,

@@ -109,9 +109,9 @@ def backbone_vmfb(
     ids = torch.zeros(batch_size, max_length, dtype=torch.int64)
     imported = import_tapped(backbone, (ids, torch.ones_like(ids)), check_target(target))
     flags = list(precision_flags(target, matmul_precision, lambda text: warnings.warn(text, stacklevel=4)))
-    quantization = with_precision_passes(None, matmul_precision)
-    if quantization is not None:
-        run_pipeline(imported.module, quantization)
+    precision_passes = with_precision_passes(None, matmul_precision, target)
+    if precision_passes is not None:
+        run_pipeline(imported.module, precision_passes)
     return compile_mlir(str(imported.module), target=target, extra_flags=flags)
 
 

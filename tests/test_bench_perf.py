@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 import effc
-from effc.bench.perf.run import alternate, measure_iree, round_ratios, torch_callable
+from effc.bench.perf.run import alternate, config_options, json_options, measure_iree, round_ratios, torch_callable
 from effc.runtime.runner import relative_error
 from effc.tests import model_zoo
+
+
+def test_every_configurations_options_go_into_the_results_json() -> None:
+    """`-O` carries dispatch edits (dataclasses) on llvm-cpu too; a results file must still be written."""
+    options = json.loads(json.dumps(json_options(config_options("O"))))
+    (edit,) = options["dispatch_edits"]
+    assert edit["every_op"] is True and edit["lowering"] == {
+        "vector_common_parallel": {"1": 1},
+        "vector_reduction": {"2": 32},
+    }
+    assert options["iree_flags"] == ["--iree-llvmcpu-reassociate-fp-reductions"]
 
 
 def test_round_ratios_are_taken_round_by_round() -> None:

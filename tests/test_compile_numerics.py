@@ -226,8 +226,9 @@ def test_medium_precision_stays_f32_with_a_note_on_a_cpu_without_bf16_dot_produc
     model, inputs = model_zoo.bert()
     compiled = effc.compile(model, inputs, matmul_precision="medium")
     assert compiled.notes == [
-        f"matmul precision 'medium' kept f32: this CPU ({cpu_model()}) has no bf16 dot products (AVX512-BF16, "
-        "AMX-BF16 or Arm BF16), without which IREE's bf16 matmuls run far slower than f32"
+        f"matmul precision 'medium' keeps f32 arithmetic: this CPU ({cpu_model()}) has no bf16 dot products "
+        "(AVX512-BF16, AMX-BF16 or Arm BF16), without which IREE's bf16 matmuls run far slower than f32; only one-row "
+        "matmuls (a decode step's) read their weights stored in bf16"
     ]
     assert compiled.matmul_precision == "highest" and compiled.tolerance == TOLERANCE
     assert max(compiled.compare()) <= TOLERANCE
@@ -276,6 +277,29 @@ def test_medium_precision_falls_back_to_global_data_tiling_where_iree_rejects_th
     assert 2e-5 < max(compiled.compare()) <= compiled.tolerance  # bf16 rounding acted
 
 
+def test_medium_precision_reads_one_row_weights_in_bf16_on_a_cpu_without_bf16_dot_products(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A decode step is bound by reading its weights: "medium" stores them in bf16 where every matmul by them has one
+    row, and the matmuls stay f32 (bench/perf/NOTES.md, seventeenth CPU session)."""
+    from effc.compiler import optimize
+
+    monkeypatch.setattr(optimize, "has_bf16_dot", lambda: False)
+    torch.manual_seed(0)
+    inputs = (torch.randn(1, 32), torch.tensor([30]), torch.randn(1, 4, 48, 8), torch.randn(1, 4, 48, 8))
+    model = _BoolMaskDecodeStep().eval()
+    options = optimize.best_known("llvm-cpu")
+    compiled = effc.compile(model, inputs, matmul_precision="medium", save_temps=tmp_path, **options)
+    assert "effc-narrow-weights: 2/2 matmul weights stored in bf16" in compiled.notes
+    assert "data-tiling" not in (tmp_path / "iree-compile.sh").read_text()  # the weights' rows still count as one
+    assert compiled.matmul_precision == "medium"
+    assert 1e-5 < max(compiled.compare()) <= compiled.tolerance  # bf16 rounding acted
+    f32 = effc.compile(model, inputs, **options)
+    assert compiled.vmfb is not None and f32.vmfb is not None
+    # Two 32x32 weights, two bytes less a value (4 KB), less the widening's code.
+    assert len(f32.vmfb) - len(compiled.vmfb) >= 2 * 32 * 32
+
+
 def test_int8_data_tiles_in_global_optimization_which_takes_the_mask(tmp_path: Path) -> None:
     """int8 replaces `-O`'s DispatchCreation data tiling with GlobalOptimization's: one compile, no failed try."""
     from effc.compiler.optimize import best_known
@@ -300,7 +324,8 @@ def test_f32_decode_step_leaves_data_tiling_out_instead_of_failing_on_the_mask(t
     compiled = effc.compile(_BoolMaskDecodeStep().eval(), inputs, save_temps=tmp_path, **best_known("llvm-cpu"))
     assert compiled.notes == [
         "--iree-dispatch-creation-data-tiling --iree-llvmcpu-enable-ukernels=all left out: every matmul by a constant "
-        "weight has one row (a decode step), where data tiling does not pay on llvm-cpu"
+        "weight has one row (a decode step), where data tiling does not pay on llvm-cpu",
+        "kernel configuration changed for 2 dispatches (dispatch_edits)",
     ]
     command = (tmp_path / "iree-compile.sh").read_text()
     assert "data-tiling" not in command and "ukernels" not in command

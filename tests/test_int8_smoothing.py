@@ -92,8 +92,8 @@ def test_the_pass_takes_alpha_from_its_option_else_the_file_else_the_default(tmp
 
 def test_a_pipeline_that_quantizes_itself_gets_no_second_quantization() -> None:
     own = "builtin.module(effc-quantize-dynamic{smooth=peaks.json alpha=0.5})"
-    assert with_precision_passes(own, "int8") == own
-    assert with_precision_passes("builtin.module(canonicalize)", "int8") == (
+    assert with_precision_passes(own, "int8", "llvm-cpu") == own
+    assert with_precision_passes("builtin.module(canonicalize)", "int8", "llvm-cpu") == (
         "builtin.module(canonicalize,effc-quantize-dynamic)"
     )
 

@@ -525,7 +525,9 @@ def test_backbone_stays_f32_with_a_warning_on_a_cpu_without_bf16_dot_products(
     from effc.runtime.runner import relative_error
 
     monkeypatch.setattr(optimize, "has_bf16_dot", lambda: False)
-    with pytest.warns(UserWarning, match=r"^matmul precision 'medium' kept f32: this CPU \(.*\) has no bf16 dot"):
+    with pytest.warns(
+        UserWarning, match=r"^matmul precision 'medium' keeps f32 arithmetic: this CPU \(.*\) has no bf16 dot"
+    ):
         kept = compile_backbone(encoder[0], batch_size=16, max_length=16, target="llvm-cpu", matmul_precision="medium")
     ids = np.random.default_rng(0).integers(5, encoder[0].config.vocab_size, (4, 16))  # type: ignore[attr-defined]
     mask = np.ones_like(ids)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import statistics
@@ -87,6 +88,14 @@ def config_options(config: str) -> dict[str, Any]:
         else:
             options[key] = value
     return options
+
+
+def json_options(options: dict[str, Any]) -> dict[str, Any]:
+    """`compile_model` options as JSON: tuples as lists, dispatch edits (`ConfigEdit`) as their fields."""
+    return {
+        k: [dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x for x in v] if isinstance(v, tuple) else v
+        for k, v in options.items()
+    }
 
 
 def torch_child(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> None:
@@ -258,7 +267,7 @@ def run(
                 "workload": key,
                 "description": WORKLOADS[key].name,
                 "config": config,
-                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+                "options": json_options(options),
                 "eager": {k: v for k, v in eager.items() if k != "alternating"},
                 "torch_compile": {k: v for k, v in compiled_torch.items() if k != "alternating"},
                 **{
