@@ -6,7 +6,6 @@ model → torch.export → torch-mlir (torch dialect) → effc pass pipeline →
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from effc.compiler.dispatch_configs import DUMP_FLAG, ConfigEdit, substitution_flags
+from effc.compiler.dispatch_configs import ConfigEdit, compile_with_edits
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
 from effc.compiler.importer import Attention, import_model, resolve_attention
@@ -192,7 +191,7 @@ def compile_model(
             text = external.text if external else mlir
 
             def iree(flags: tuple[str, ...]) -> bytes:
-                def run(extra: tuple[str, ...] = ()) -> bytes:
+                def run(extra: tuple[str, ...]) -> bytes:
                     return compile_mlir(
                         text,
                         target=target,
@@ -202,21 +201,7 @@ def compile_model(
                         note=stages.note,
                     )
 
-                if not dispatch_edits:
-                    return run()
-                with tempfile.TemporaryDirectory(prefix="effc-dispatch-configs-") as scratch:
-                    configs = (temps or Path(scratch)) / "dispatch-configs"
-                    first = run((f"{DUMP_FLAG}={configs / 'iree'}",))
-                    substitutions = substitution_flags(
-                        configs / "iree", dispatch_edits, configs / "edited", strict=False
-                    )
-                    if not substitutions:
-                        return first
-                    count = len(substitutions)
-                    stages.note(
-                        f"kernel configuration changed for {count} dispatch{'es' * (count != 1)} (dispatch_edits)"
-                    )
-                    return run(substitutions)
+                return compile_with_edits(run, dispatch_edits, stages.note, temps)
 
             fallback = precision_fallback_flags(target, matmul_precision)
             vmfb, demotion = compile_with_optional_flags(

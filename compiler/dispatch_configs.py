@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,28 @@ def substitution_flags(
     if strict and unused:
         raise EffcError(f"no dispatch matches {', '.join(unused)}; dispatches are named like {name_examples(dumped)}")
     return tuple(flags)
+
+
+def compile_with_edits(
+    compile_with: Callable[[tuple[str, ...]], bytes],
+    edits: tuple[ConfigEdit, ...],
+    note: Callable[[str], None],
+    keep: Path | None = None,
+) -> bytes:
+    """`compile_with(extra_flags)` once; where `edits` (`-O`'s rules, lenient) change a dispatch's configuration,
+    a second time with the changed ones. `keep`: where the dumped and edited configurations stay (`--save-temps`).
+    """
+    if not edits:
+        return compile_with(())
+    with tempfile.TemporaryDirectory(prefix="effc-dispatch-configs-") as scratch:
+        configs = (keep or Path(scratch)) / "dispatch-configs"
+        first = compile_with((f"{DUMP_FLAG}={configs / 'iree'}",))
+        substitutions = substitution_flags(configs / "iree", edits, configs / "edited", strict=False)
+        if not substitutions:
+            return first
+        count = len(substitutions)
+        note(f"kernel configuration changed for {count} dispatch{'es' * (count != 1)} (dispatch_edits)")
+        return compile_with(substitutions)
 
 
 def name_examples(dumped: Path) -> str:

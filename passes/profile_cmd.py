@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from torch_mlir import ir
 
     from effc.compiler.api import compile_with_optional_flags, fold_allowed, optional_flags_for_module
+    from effc.compiler.dispatch_configs import compile_with_edits
     from effc.compiler.importer import import_model, resolve_attention
     from effc.compiler.input_spec import parse_input_spec
     from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target, compile_mlir
@@ -103,10 +104,17 @@ def run(args: argparse.Namespace) -> int:
             text = module.operation.get_asm(enable_debug_info=True)
 
             def compile_with(chosen: tuple[str, ...]) -> bytes:
-                shutil.rmtree(sources, ignore_errors=True)  # a failed try's dump would mix with the next one's
-                return compile_mlir(
-                    text, target=args.target, cuda_arch=args.cuda_arch, extra_flags=list(chosen), note=stages.note
-                )
+                def run(extra: tuple[str, ...]) -> bytes:
+                    shutil.rmtree(sources, ignore_errors=True)  # an earlier compile's dump would mix with this one's
+                    return compile_mlir(
+                        text,
+                        target=args.target,
+                        cuda_arch=args.cuda_arch,
+                        extra_flags=[*chosen, *extra],
+                        note=stages.note,
+                    )
+
+                return compile_with_edits(run, options.get("dispatch_edits", ()), stages.note)
 
             fallback = precision_fallback_flags(args.target, args.matmul_precision)
             module_bytes, _ = compile_with_optional_flags(compile_with, flags, optional, demotion, stages, fallback)

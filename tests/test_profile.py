@@ -297,6 +297,20 @@ def test_effc_profile_command_maps_dispatches_to_op_classes(
     assert "<svg" in (tmp_path / "r" / "report.html").read_text()
 
 
+def test_effc_profile_dash_o_times_the_kernels_effc_compile_dash_o_makes(
+    effc_cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """`-O`'s kernel edits (one-row matmuls on llvm-cpu) apply under `effc profile` too, not only `effc compile`."""
+    args = ("effc.tests.model_zoo:mlp", "--input", "1x32xf32", "-O", "--repetitions", "3")
+    result = effc_cli("profile", *args, "-o", str(tmp_path / "r"))
+    assert result.code == 0, result.err
+    assert "kernel configuration changed for 3 dispatches (dispatch_edits)" in " ".join(
+        (result.out + result.err).split()
+    )
+    names = [d["name"] for d in json.loads((tmp_path / "r" / "report.json").read_text())["dispatches"]]
+    assert sum("_matmul_1x" in name for name in names) == 3, names
+
+
 def test_a_runtime_without_hal_profiling_is_a_one_line_error_with_advice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
