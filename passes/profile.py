@@ -450,7 +450,7 @@ class ProfilePass(ModulePass):
         if cost.moves_data and not folded:
             read = cost.bytes_read
             if read is None:
-                read = sum(t.nbytes for t in info.operands if t is not None)
+                read = sum(self._stored_bytes(v, t) for v, t in zip(op.operands, info.operands, strict=True) if t)
             written = sum(t.nbytes for t in info.results if t is not None)
         work = cost.flops + cost.flops_uncounted
         peak = hardware.peak(self._peak_key(info, cost.op_class)) * self.compute_efficiency
@@ -470,6 +470,17 @@ class ProfilePass(ModulePass):
         attrs["effc.op_class"] = ir.StringAttr.get(cost.op_class)
         attrs["effc.est_time_s"] = ir.FloatAttr.get_f64(est)
         return cost, read + written, est
+
+    def _stored_bytes(self, value: ir.Value, tensor: Tensor) -> int:
+        """Bytes read of operand `value`: at the element size of the literal it is cast and moved from, where that
+        is narrower (effc-narrow-weights' bf16 weights, which IREE widens inside the matmul, not at compile time)."""
+        source = value
+        while not isinstance(source.owner, ir.Block) and FOLDED in source.owner.attributes:
+            source = source.owner.operands[0]
+        stored = self._tensor(source.type) if source is not value else None
+        if stored is None or isinstance(source.owner, ir.Block) or source.owner.name != "torch.vtensor.literal":
+            return tensor.nbytes
+        return tensor.numel * min(_element_bytes(stored.dtype), _element_bytes(tensor.dtype))
 
     def _tensor(self, type_: ir.Type) -> Tensor | None:
         match = _TENSOR_TYPE.match(str(type_))

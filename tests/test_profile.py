@@ -179,6 +179,23 @@ def test_temporal_attention_is_told_from_spatial() -> None:
     assert 0 < temporal < class_shares(module)["attention"]
 
 
+def test_a_weight_stored_narrow_is_read_at_its_stored_size() -> None:
+    """effc-narrow-weights' bf16 weight, widened to f32 for the matmul, is read in 2 bytes a value, not 4: IREE
+    widens it inside the matmul instead of folding an f32 copy."""
+    from effc.passes import run as run_pipeline
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32, bias=False)).eval()
+    loaded = LoadedModel("linear", module=model, example_inputs=(torch.randn(1, 64),))
+    module = import_model(loaded, (), attention="decomposed").module
+    text = run_pipeline(str(module), "builtin.module(effc-narrow-weights,effc-profile{target=host-cpu})")
+    (mm,) = [line for line in text.splitlines() if "torch.aten.mm" in line]
+    assert "effc.bytes_read = 4352 : i64" in mm  # x: 64 x 4 bytes; the weight: 64 x 32 x 2 bytes
+    plain = run_pipeline(str(module), "builtin.module(effc-profile{target=host-cpu})")
+    (mm,) = [line for line in plain.splitlines() if "torch.aten.mm" in line]
+    assert "effc.bytes_read = 8448 : i64" in mm
+
+
 def test_unknown_target_is_one_line_error() -> None:
     with pytest.raises(EffcError) as err:
         ProfilePass.from_options({"target": "h100"})
