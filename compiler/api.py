@@ -220,10 +220,17 @@ def compile_model(
         dict(stages.timings),
         archive if vmfb is not None else None,
         stages.notes,
-        "highest"
-        if matmul_precision == "medium" and not (demotion and emit == "vmfb") and not narrowed
-        else matmul_precision,
+        _compiled_precision(matmul_precision, demoted=bool(demotion) and emit == "vmfb", narrowed=bool(narrowed)),
     )
+
+
+def _compiled_precision(requested: MatmulPrecision, *, demoted: bool, narrowed: bool) -> MatmulPrecision:
+    """The precision a module got: "medium" is "highest" where neither IREE's demotion nor effc-narrow-weights
+    acted, and weights stored in bf16 or f16 (effc-narrow-weights in a pipeline of one's own) make "highest"
+    "medium", so that `--check` allows for their rounding."""
+    if narrowed:
+        return "medium" if requested == "highest" else requested
+    return "highest" if requested == "medium" and not demoted else requested
 
 
 def _without_demotion_blockers(

@@ -300,6 +300,17 @@ def test_medium_precision_reads_one_row_weights_in_bf16_on_a_cpu_without_bf16_do
     assert len(f32.vmfb) - len(compiled.vmfb) >= 2 * 32 * 32
 
 
+def test_narrow_weights_in_ones_own_pipeline_make_the_module_medium() -> None:
+    """Weights stored in f16 by a pipeline of one's own are no longer "highest": `--check` allows for their rounding."""
+    torch.manual_seed(0)
+    inputs = (torch.randn(1, 32), torch.tensor([30]), torch.randn(1, 4, 48, 8), torch.randn(1, 4, 48, 8))
+    pipeline = "builtin.module(effc-narrow-weights{type=f16})"
+    compiled = effc.compile(_BoolMaskDecodeStep().eval(), inputs, pipeline=pipeline)
+    assert compiled.notes == ["effc-narrow-weights: 2/2 matmul weights stored in f16"]
+    assert compiled.matmul_precision == "medium"
+    assert 1e-6 < max(compiled.compare()) <= compiled.tolerance
+
+
 def test_int8_data_tiles_in_global_optimization_which_takes_the_mask(tmp_path: Path) -> None:
     """int8 replaces `-O`'s DispatchCreation data tiling with GlobalOptimization's: one compile, no failed try."""
     from effc.compiler.optimize import best_known
