@@ -29,25 +29,22 @@ from torch_mlir import ir
 from effc.compiler.errors import EffcError
 from effc.passes.base import ModulePass
 from effc.passes.chai_narrow import Builder, producer, tensor_type
-from effc.passes.quantize_dynamic import cast_to, literal_array, resource_literal, weight_matmuls
+from effc.passes.quantize_dynamic import (
+    BROADCASTS,
+    TRANSPOSES,
+    VIEWS,
+    cast_to,
+    literal_array,
+    resource_literal,
+    weight_matmuls,
+)
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.narrow_weights"
 # torch's ScalarType code of f32, as `aten.to.dtype` takes it.
 _F32 = 6
 # Ops that only move a weight's elements: widening before them gives the same values as widening after.
-_MOVES = frozenset(
-    {
-        "torch.aten.t",
-        "torch.aten.permute",
-        "torch.aten.transpose.int",
-        "torch.aten.view",
-        "torch.aten.reshape",
-        "torch.aten._unsafe_view",
-        "torch.aten.broadcast_to",
-        "torch.aten.expand",
-    }
-)
+_MOVES = TRANSPOSES | VIEWS | BROADCASTS
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
