@@ -49,10 +49,12 @@ _F16_MAX = float(np.finfo(np.float16).max)
 
 
 def bf16_bits(array: np.ndarray) -> np.ndarray:
-    """f32 `array` rounded to bf16 (to nearest, ties to even), as the uint16 bits of each value."""
-    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    return rounded.astype(np.uint16)
+    """f32 `array` rounded to bf16 (to nearest, ties to even), as the uint16 bits of each value; NaN stays NaN
+    (rounding its payload up would make it infinite)."""
+    values = np.ascontiguousarray(array, dtype=np.float32)
+    bits = values.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(values), np.uint16(0x7FC0), rounded)
 
 
 def _weight_path(op: ir.Operation) -> tuple[ir.Operation, list[ir.Operation]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from effc.bench.perf.workloads import AttentionBlock
@@ -145,3 +146,15 @@ def test_narrow_softmax_keeps_an_f16_attention_in_f16_for_iree_cuda() -> None:
     assert _results(compiled.mlir, "torch.aten.bmm").count("!torch.vtensor<[8,16,16],f16>") == 2
     assert _results(compiled.mlir, "torch.aten.exp") == ["!torch.vtensor<[2,4,16,16],f16>"]
     assert compiled.vmfb
+
+
+def test_bf16_rounding_matches_torchs() -> None:
+    """effc-narrow-weights' bf16 values are torch's: to nearest, ties to even, across the f32 range, NaN kept."""
+    from effc.passes.narrow_weights import bf16_bits
+
+    values = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * torch.logspace(-40, 38, 4096)
+    special = torch.tensor([1 + 2**-8, 1 + 3 * 2**-8, float("inf"), -float("inf"), float("nan"), 3.4e38, 1e-45])
+    low_payload_nan = torch.from_numpy(np.array([0x7F800001], np.uint32).view(np.float32))  # rounds to inf unguarded
+    values = torch.cat([values, special, low_payload_nan])
+    ours = torch.from_numpy(bf16_bits(values.numpy()).view(np.int16)).view(torch.bfloat16)
+    assert torch.equal(ours.float().nan_to_num(7.0), values.to(torch.bfloat16).float().nan_to_num(7.0))
