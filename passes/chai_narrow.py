@@ -22,9 +22,13 @@ import numpy as np
 from torch_mlir import ir
 
 _VTENSOR = re.compile(r"^!torch\.vtensor<\[([^\]]*)\],([^>]+)>$")
-_FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
+FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
 
 VIEW_OPS = frozenset({"torch.aten.view", "torch.aten.reshape", "torch.aten._unsafe_view"})
+TRANSPOSE_OPS = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
+BROADCAST_OPS = frozenset({"torch.aten.broadcast_to", "torch.aten.expand"})
+# Ops that only move a tensor's elements: a constant scale or a cast commutes with each of them.
+ELEMENT_MOVES = VIEW_OPS | TRANSPOSE_OPS | BROADCAST_OPS | {"torch.aten.unsqueeze", "torch.aten.squeeze.dim"}
 # Elementwise ops (with broadcasting); the second set is affine, so linear head maps may pass.
 ELEMENTWISE = frozenset(
     {
@@ -476,7 +480,7 @@ class Narrower:
         elif selection is not None:
             result = self.b.index_select(value, layout.axis, layout.element_indices(selection))
         else:
-            if not vt.static or vt.dtype not in _FLOAT_DTYPES:
+            if not vt.static or vt.dtype not in FLOAT_DTYPES:
                 raise ValueError(f"cannot combine heads of {value.type}: needs a static float tensor")
             before = _prod(vt.shape[: layout.axis]) * layout.outer
             after = layout.inner * _prod(vt.shape[layout.axis + 1 :])

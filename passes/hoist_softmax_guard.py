@@ -34,6 +34,8 @@ from torch_mlir import ir
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import (
+    FLOAT_DTYPES,
+    VIEW_OPS,
     Builder,
     TensorType,
     constant_bool,
@@ -45,17 +47,8 @@ from effc.passes.chai_narrow import (
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.hoist_softmax_guard"
-_FLOATS = ("f16", "bf16", "f32", "f64")
 # Ops between q·kᵀ and unmasked scores in torch's decompositions: each keeps a finite value finite.
-_SCORE_VIEWS = frozenset(
-    {
-        "torch.aten.view",
-        "torch.aten.reshape",
-        "torch.aten._unsafe_view",
-        "torch.aten.mul.Scalar",
-        "torch.aten.div.Scalar",
-    }
-)
+_SCORE_VIEWS = VIEW_OPS | {"torch.aten.mul.Scalar", "torch.aten.div.Scalar"}
 
 
 def _is_guard(op: ir.Operation) -> bool:
@@ -98,7 +91,7 @@ def _hoist(guard: ir.Operation) -> None:
     if add is None or add.name != "torch.aten.add.Tensor" or constant_number(add.operands[2]) != 1.0:
         raise Skip("scores are not x + mask")
     mask = tensor_type(add.operands[1])
-    if mask is None or scores is None or guard_type is None or axis is None or mask.dtype not in _FLOATS:
+    if mask is None or scores is None or guard_type is None or axis is None or mask.dtype not in FLOAT_DTYPES:
         raise Skip("mask of unknown shape or not a float")
     if constant_bool(guard.operands[2]) is not True:
         raise Skip("guard drops the reduced axis")

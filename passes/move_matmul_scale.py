@@ -25,27 +25,12 @@ from torch_mlir import ir
 
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
-from effc.passes.chai_narrow import Builder, constant_number, producer, tensor_type
+from effc.passes.chai_narrow import ELEMENT_MOVES, FLOAT_DTYPES, Builder, constant_number, producer, tensor_type
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.move_matmul_scale"
 _MATMULS = frozenset({"torch.aten.bmm", "torch.aten.matmul", "torch.aten.mm"})
 _SCALE = "torch.aten.mul.Scalar"
-# Ops that only move elements: a scale commutes with each of them.
-_MOVES = frozenset(
-    {
-        "torch.aten.view",
-        "torch.aten.reshape",
-        "torch.aten._unsafe_view",
-        "torch.aten.permute",
-        "torch.aten.transpose.int",
-        "torch.aten.unsqueeze",
-        "torch.aten.squeeze.dim",
-        "torch.aten.broadcast_to",
-        "torch.aten.expand",
-    }
-)
-_FLOATS = ("f16", "bf16", "f32", "f64")
 
 
 def _single_use(value: ir.Value) -> bool:
@@ -55,7 +40,7 @@ def _single_use(value: ir.Value) -> bool:
 def _scale_of(value: ir.Value) -> ir.Operation | None:
     """The constant scale `value` is made of through element moves that nothing else reads, or None."""
     op = producer(value)
-    while op is not None and op.name in _MOVES and _single_use(op.results[0]):
+    while op is not None and op.name in ELEMENT_MOVES and _single_use(op.results[0]):
         op = producer(op.operands[0])
     if op is None or op.name != _SCALE or not _single_use(op.results[0]):
         return None
@@ -80,7 +65,7 @@ def _move(site: tuple[ir.Operation, int]) -> None:
     scale = _scale_of(matmul.operands[index])
     assert scale is not None, "a site without its scale"  # single uses: no other move can have taken it
     scaled, other = (tensor_type(v) for v in (matmul.operands[index], matmul.operands[1 - index]))
-    if scaled is None or other is None or scaled.dtype not in _FLOATS or other.dtype != scaled.dtype:
+    if scaled is None or other is None or scaled.dtype not in FLOAT_DTYPES or other.dtype != scaled.dtype:
         raise Skip("operands not of one float type")
     if any(d < 0 for d in (*scaled.shape, *other.shape)):
         raise Skip("dynamic shape")

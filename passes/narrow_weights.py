@@ -28,23 +28,13 @@ from torch_mlir import ir
 
 from effc.compiler.errors import EffcError
 from effc.passes.base import ModulePass
-from effc.passes.chai_narrow import Builder, producer, tensor_type
-from effc.passes.quantize_dynamic import (
-    BROADCASTS,
-    TRANSPOSES,
-    VIEWS,
-    cast_to,
-    literal_array,
-    resource_literal,
-    weight_matmuls,
-)
+from effc.passes.chai_narrow import ELEMENT_MOVES, Builder, producer, tensor_type
+from effc.passes.quantize_dynamic import cast_to, literal_array, resource_literal, weight_matmuls
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.narrow_weights"
 # torch's ScalarType code of f32, as `aten.to.dtype` takes it.
 _F32 = 6
-# Ops that only move a weight's elements: widening before them gives the same values as widening after.
-_MOVES = TRANSPOSES | VIEWS | BROADCASTS
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -66,7 +56,7 @@ def _weight_path(op: ir.Operation) -> tuple[ir.Operation, list[ir.Operation]]:
             raise Skip("weight not a constant")
         if source.name == "torch.vtensor.literal":
             return source, readers
-        if source.name not in _MOVES:
+        if source.name not in ELEMENT_MOVES:  # widening before a move = widening after
             raise Skip("weight not a constant")
         readers.append(source)
         value = source.operands[0]

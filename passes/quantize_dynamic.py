@@ -46,6 +46,9 @@ from effc.compiler.parameters import resource_blobs
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import (
+    BROADCAST_OPS,
+    TRANSPOSE_OPS,
+    VIEW_OPS,
     Builder,
     TensorType,
     constant_int,
@@ -73,19 +76,15 @@ MATMULS = frozenset({"torch.aten.mm", "torch.aten.matmul", LINEAR})
 # A 3-D by 2-D `matmul` whose input is not contiguous (attention's output after its heads are transposed back) imports
 # as `bmm` by the weight broadcast over the batch: the same matmul by one matrix.
 BMM = "torch.aten.bmm"
-BROADCASTS = frozenset({"torch.aten.broadcast_to", "torch.aten.expand"})
-TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
-# Ops that change only a tensor's shape: quantizing the rows of any view of one value gives the same result.
-VIEWS = frozenset({"torch.aten.view", "torch.aten.reshape", "torch.aten._unsafe_view"})
 
 
 def _batch_shared(value: ir.Value) -> ir.Value | None:
     """The matrix that `value`, a bmm's [B, K, N] operand, repeats for every batch (through views that keep its
     shape), or None where its batches may differ."""
     op = producer(value)
-    while op is not None and op.name in VIEWS and tensor_type(op.operands[0]) == tensor_type(op.results[0]):
+    while op is not None and op.name in VIEW_OPS and tensor_type(op.operands[0]) == tensor_type(op.results[0]):
         op = producer(op.operands[0])
-    if op is None or op.name not in BROADCASTS:
+    if op is None or op.name not in BROADCAST_OPS:
         return None
     source, batched = tensor_type(op.operands[0]), tensor_type(value)
     repeated = source is not None and batched is not None and source.shape == batched.shape[1:]
@@ -101,7 +100,7 @@ def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
     """The literal behind `value` and whether `value` is its transpose: a literal, or a literal transposed (how
     torch-mlir imports `nn.Linear`'s weight); None for anything else."""
     op, transposed = producer(value), False
-    while op is not None and op.name in TRANSPOSES:
+    while op is not None and op.name in TRANSPOSE_OPS:
         if op.name == "torch.aten.permute" and constant_int_list(op.operands[1]) not in ([1, 0], [-1, -2]):
             return None
         if op.name == "torch.aten.transpose.int":
@@ -164,7 +163,7 @@ def _rows_key(x: ir.Value) -> tuple[ir.Value, tuple[int, int]]:
     xt = tensor_type(x)
     assert xt is not None
     view = producer(x)
-    root = view.operands[0] if view is not None and view.name in VIEWS else x
+    root = view.operands[0] if view is not None and view.name in VIEW_OPS else x
     return root, (math.prod(xt.shape[:-1]), xt.shape[-1])
 
 
@@ -284,7 +283,7 @@ def weight_matmuls(module: ir.Operation) -> list[ir.Operation]:
 def _is_constant(value: ir.Value) -> bool:
     """Whether `value` is a literal, possibly transposed, or one widened from a narrow literal (effc-narrow-weights)."""
     op = producer(value)
-    while op is not None and op.name in TRANSPOSES:
+    while op is not None and op.name in TRANSPOSE_OPS:
         op = producer(op.operands[0])
     if op is not None and op.name == "torch.aten.to.dtype":
         op = producer(op.operands[0])

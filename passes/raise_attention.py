@@ -34,6 +34,7 @@ from torch_mlir import ir
 from effc.passes.base import ModulePass
 from effc.passes.chai import SDPA, Site, find_sites
 from effc.passes.chai_narrow import (
+    FLOAT_DTYPES,
     VIEW_OPS,
     Builder,
     TensorType,
@@ -44,7 +45,6 @@ from effc.passes.chai_narrow import (
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.raise_attention"
-_FLOATS = ("f16", "bf16", "f32", "f64")
 _SCALES = ("torch.aten.mul.Scalar", "torch.aten.div.Scalar")
 _SOFTMAX = ("torch.aten._softmax", "torch.aten.softmax.int", "torch.aten.div.Tensor")
 _CHAIN_LIMIT = 64  # ops in one attention chain; a walk that goes further has left the chain
@@ -56,7 +56,7 @@ def _short(op: ir.Operation) -> str:
 
 def _is_float_cast(op: ir.Operation) -> bool:
     result = tensor_type(op.result)
-    return op.name == "torch.aten.to.dtype" and result is not None and result.dtype in _FLOATS
+    return op.name == "torch.aten.to.dtype" and result is not None and result.dtype in FLOAT_DTYPES
 
 
 def _types(site: Site) -> tuple[TensorType, TensorType]:
@@ -77,7 +77,7 @@ def _types(site: Site) -> tuple[TensorType, TensorType]:
         or v.shape[3] != out.shape[3]
     ):
         raise Skip("shapes sdpa cannot take")
-    if q.dtype not in _FLOATS or {k.dtype, v.dtype, out.dtype} != {q.dtype}:
+    if q.dtype not in FLOAT_DTYPES or {k.dtype, v.dtype, out.dtype} != {q.dtype}:
         raise Skip("Q, K, V of different dtypes")
     if q.shape[2] == 1:
         raise Skip("one query row (decode steps stay decomposed)")
