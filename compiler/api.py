@@ -164,10 +164,19 @@ def compile_model(
                 print_ir_after_change=print_ir_after_change,
             )
     from effc.passes.narrow_weights import narrowed_weights
+    from effc.passes.split_bf16 import split_matmuls
 
     narrowed = narrowed_weights(imported.module.operation)
     if narrowed:
         stages.note(f"effc-narrow-weights: {narrowed}")
+    split = split_matmuls(imported.module.operation)
+    if split:
+        if emit == "linalg":
+            raise EffcError(
+                "effc-split-bf16 masks bits with aten.view.dtype, which IREE's torch input lowers and torch-mlir's "
+                "linalg pipeline does not: emit a vmfb (or mlir), or drop matmul precision 'high'"
+            )
+        stages.note(f"effc-split-bf16: {split}")
     if emit == "linalg":
         from torch_mlir.compiler_utils import run_pipeline_with_repro_report
 
@@ -220,16 +229,21 @@ def compile_model(
         dict(stages.timings),
         archive if vmfb is not None else None,
         stages.notes,
-        _compiled_precision(matmul_precision, demoted=bool(demotion) and emit == "vmfb", narrowed=bool(narrowed)),
+        _compiled_precision(
+            matmul_precision, demoted=bool(demotion) and emit == "vmfb", narrowed=bool(narrowed), split=bool(split)
+        ),
     )
 
 
-def _compiled_precision(requested: MatmulPrecision, *, demoted: bool, narrowed: bool) -> MatmulPrecision:
+def _compiled_precision(requested: MatmulPrecision, *, demoted: bool, narrowed: bool, split: bool) -> MatmulPrecision:
     """The precision a module got: "medium" is "highest" where neither IREE's demotion nor effc-narrow-weights
-    acted, and weights stored in bf16 or f16 (effc-narrow-weights in a pipeline of one's own) make "highest"
-    "medium", so that `--check` allows for their rounding."""
+    acted, "high" where effc-split-bf16 did not, and a pass of one's own pipeline that rounds makes "highest" what
+    it does (weights stored in bf16 or f16 "medium", matmuls split into bf16 pieces "high"), so that `--check`
+    allows for the rounding."""
     if narrowed:
-        return "medium" if requested == "highest" else requested
+        return "medium" if requested in ("highest", "high") else requested
+    if requested in ("highest", "high"):
+        return "high" if split else "highest"
     return "highest" if requested == "medium" and not demoted else requested
 
 

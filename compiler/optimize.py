@@ -113,12 +113,13 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
     },
 }
 
-# torch.set_float32_matmul_precision's names. "highest": f32 contractions. "medium": contraction inputs
+# torch.set_float32_matmul_precision's names. "highest": f32 contractions. "high": each f32 operand as a sum of bf16
+# pieces, three bf16 products accumulated in f32 (effc-split-bf16), on CUDA only. "medium": contraction inputs
 # rounded to bf16, accumulation in f32 (IREE's demotion; constant matmul weights are stored in bf16).
 # "int8", effc's own: matmuls by constant weights in int8 with int32 accumulation, activations quantized per row
 # at run time (torch.ao's dynamic quantization; passes/quantize_dynamic.py).
-MatmulPrecision = Literal["highest", "medium", "int8"]
-MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "medium", "int8")
+MatmulPrecision = Literal["highest", "high", "medium", "int8"]
+MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "high", "medium", "int8")
 _DEMOTE_TO_BF16 = (
     "--iree-global-opt-demote-contraction-inputs-type=bf16",
     "--iree-global-opt-demote-contraction-inputs-operations=all",
@@ -176,10 +177,14 @@ PRECISION_PIPELINE: dict[str, str] = {"int8": "builtin.module(effc-quantize-dyna
 # by reading its weights) read their constant weights stored in bf16: SmolLM2's decode step 45.9 -> 26.9 ms under -O
 # on a Zen 3 (4.0x torch eager), its outputs 3.6e-3 off torch's f32 (NOTES.md, seventeenth CPU session).
 NARROW_WEIGHTS_PIPELINE = "builtin.module(effc-narrow-weights)"
+# "high" on CUDA: IREE 3.13 has no TF32 path for sm_80 and runs f32 matmuls on CUDA cores, 6x behind cuBLAS; bf16
+# ones use tensor cores (the f32 block demoted to bf16 ran 0.54 ms against 2.2 ms in f32 on an H100, NOTES.md).
+SPLIT_BF16_PIPELINE = "builtin.module(effc-split-bf16)"
 # `--check`'s largest relative error against torch eager, per precision: bf16 keeps 8 significant bits
 # (relative rounding 2^-9), and MiniLM/SmolLM2 outputs came out at 6-7e-3 in "medium". int8 rows lose more: MiniLM's
 # hidden states 6.8% off, as torch's own dynamic quantization (6.9%), SmolLM2's logits 9%.
-CHECK_TOLERANCE: dict[str, float] = {"highest": 1e-4, "medium": 3e-2, "int8": 0.2}
+# "high" keeps about 16 significant bits (the BERT of tests/model_zoo.py: 8.5e-7 against torch's f32).
+CHECK_TOLERANCE: dict[str, float] = {"highest": 1e-4, "high": 1e-3, "medium": 3e-2, "int8": 0.2}
 
 
 # IREE 3.13 ignores the demotion flags at --iree-opt-level=O2 and O3 (the modules come out byte-identical).
@@ -202,6 +207,11 @@ def precision_flags(target: str, precision: str, note: Callable[[str], None] | N
         raise EffcError(f"unknown matmul precision '{precision}'; use one of: {', '.join(MATMUL_PRECISIONS)}")
     if precision == "int8":
         return INT8_PRECISION[check_target(target)]
+    if precision == "high" and check_target(target) == "llvm-cpu" and note is not None:
+        note(
+            "matmul precision 'high' keeps f32 arithmetic on llvm-cpu: a CPU multiplies bf16 at most twice as fast "
+            "as f32, so the three bf16 products that make up one f32 product cost more than it"
+        )
     if precision != "medium":
         return ()
     if check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
@@ -248,11 +258,13 @@ def without_one_row_data_tiling(
 
 def with_precision_passes(pipeline: str | None, precision: str, target: str) -> str | None:
     """`pipeline` followed by the effc passes that implement `precision` on `target` (int8's quantization; "medium"'s
-    bf16 weights for one-row matmuls on a CPU without bf16 dot products), unless it runs them itself, with options
-    of its own (`effc-quantize-dynamic{smooth=...}`)."""
+    bf16 weights for one-row matmuls on a CPU without bf16 dot products; "high"'s bf16 pieces on CUDA), unless it runs
+    them itself, with options of its own (`effc-quantize-dynamic{smooth=...}`)."""
     extra = PRECISION_PIPELINE.get(precision)
     if precision == "medium" and check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
         extra = NARROW_WEIGHTS_PIPELINE
+    if precision == "high" and check_target(target) == "cuda":
+        extra = SPLIT_BF16_PIPELINE
     if extra is None:
         return pipeline
     from effc.passes.pipeline import chain_pipelines, passes_in

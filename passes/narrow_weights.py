@@ -30,7 +30,7 @@ from effc.compiler.errors import EffcError
 from effc.passes.base import ModulePass
 from effc.passes.chai_narrow import ELEMENT_MOVES, Builder, producer, tensor_type
 from effc.passes.quantize_dynamic import cast_to, literal_array, resource_literal, weight_matmuls
-from effc.passes.site_rewrites import Skip, rewrite_sites
+from effc.passes.site_rewrites import Skip, acted_report, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.narrow_weights"
 # torch's ScalarType code of f32, as `aten.to.dtype` takes it.
@@ -116,10 +116,7 @@ def narrow_module(module: ir.Operation, dtype: str = "bf16", max_rows: int = 1) 
 
 def narrowed_weights(module: ir.Operation) -> str:
     """The report of `effc-narrow-weights` on `module` where it narrowed a weight, else "" (not run, or none)."""
-    if REPORT_ATTRIBUTE not in module.attributes:
-        return ""
-    report = ir.StringAttr(module.attributes[REPORT_ATTRIBUTE]).value
-    return "" if report.startswith("0/") else report
+    return acted_report(module, REPORT_ATTRIBUTE)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -157,7 +157,7 @@ def resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> ir
     return b.op("torch.vtensor.literal", [], [TensorType(data.shape, dtype).ir_type()], {"value": attr}).result
 
 
-def _rows_key(x: ir.Value) -> tuple[ir.Value, tuple[int, int]]:
+def rows_key(x: ir.Value) -> tuple[ir.Value, tuple[int, int]]:
     """What makes two matmul inputs the same rows: the value behind their views, and the [rows, cols] they flatten
     to. Q, K and V (or gate and up) read one input through views of their own."""
     xt = tensor_type(x)
@@ -180,7 +180,7 @@ class _QuantizedRows:
         """(scale, int8 values) of `x`'s rows, flattened to [rows, cols], built before the first matmul that asks.
 
         Matmul sites come in block order, so the first site's quantization dominates the later ones."""
-        key = _rows_key(x)
+        key = rows_key(x)
         if key not in self.done:
             xt = tensor_type(x)
             assert xt is not None
@@ -222,7 +222,7 @@ def cast_to(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     return b.op("torch.aten.to.dtype", operands, [out]).result
 
 
-def _weight(op: ir.Operation) -> np.ndarray:
+def constant_weight(op: ir.Operation) -> np.ndarray:
     """`op`'s constant weight as a [K, N] f32 array (raises `Skip` where the op is not one the pass rewrites)."""
     x, weight = op.operands[0], weight_operand(op)
     source = _constant_source(weight)
@@ -249,8 +249,8 @@ def _quantize(op: ir.Operation, rows: _QuantizedRows, weight: np.ndarray | None 
     """Replace `op`'s result with the int8 form above (raises `Skip` where it does not apply); `weight` is `op`'s,
     where it was read already."""
     x = op.operands[0]
-    weight = _weight(op) if weight is None else weight
-    scales = rows.smoothing.get(_rows_key(x))
+    weight = constant_weight(op) if weight is None else weight
+    scales = rows.smoothing.get(rows_key(x))
     w_scale_data, w_q_data = _quantize_columns(weight if scales is None else weight * scales[:, None])
     xt, out = tensor_type(x), tensor_type(op.results[0])
     assert xt is not None and out is not None
@@ -313,10 +313,10 @@ def _smoothing_scales(
     readers: Counter[tuple[ir.Value, tuple[int, int]]] = Counter()
     for op in matmuls:
         try:
-            weight = weights[op] = _weight(op)
+            weight = weights[op] = constant_weight(op)
         except Skip:
             continue
-        key = _rows_key(op.operands[0])
+        key = rows_key(op.operands[0])
         row_peaks = np.abs(weight).max(axis=1)
         weight_peaks[key] = np.maximum(weight_peaks[key], row_peaks) if key in weight_peaks else row_peaks
         readers[key] += 1

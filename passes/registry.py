@@ -74,6 +74,12 @@ def _read_taps() -> type[ModulePass]:
     return ReadTapsPass
 
 
+def _split_bf16() -> type[ModulePass]:
+    from effc.passes.split_bf16 import SplitBf16Pass
+
+    return SplitBf16Pass
+
+
 def _split_projections() -> type[ModulePass]:
     from effc.passes.split_projections import SplitProjectionsPass
 
@@ -99,6 +105,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-quantize-dynamic": _quantize_dynamic,
     "effc-raise-attention": _raise_attention,
     "effc-read-taps": _read_taps,
+    "effc-split-bf16": _split_bf16,
     "effc-split-projections": _split_projections,
 }
 

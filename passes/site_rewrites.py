@@ -41,3 +41,11 @@ def rewrite_sites(
         report += "; left: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(left.items()))
     module.attributes[attribute] = ir.StringAttr.get(report)
     return report
+
+
+def acted_report(module: ir.Operation, attribute: str) -> str:
+    """The report `rewrite_sites` left in `attribute` where it rewrote a site, else "" (not run, or nothing done)."""
+    if attribute not in module.attributes:
+        return ""
+    report = ir.StringAttr(module.attributes[attribute]).value
+    return "" if report.startswith("0/") else report

@@ -355,8 +355,64 @@ def test_f32_matmuls_of_several_rows_keep_data_tiling(tmp_path: Path) -> None:
 
 def test_unknown_matmul_precision_is_a_one_line_error() -> None:
     model, inputs = model_zoo.mlp()
-    with pytest.raises(EffcError, match=r"^unknown matmul precision 'high'; use one of: highest, medium, int8$"):
-        effc.compile(model, inputs, matmul_precision="high")  # type: ignore[arg-type]
+    with pytest.raises(EffcError, match=r"^unknown matmul precision 'fp8'; use one of: highest, high, medium, int8$"):
+        effc.compile(model, inputs, matmul_precision="fp8")  # type: ignore[arg-type]
+
+
+class _LinearAndScores(torch.nn.Module):
+    """A matmul by a constant weight and one of two activations: effc-split-bf16's two cases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), torch.bmm(x, k)
+
+
+@pytest.mark.parametrize(("pieces", "products", "low", "high"), [(2, 3, 2e-6, 5e-5), (3, 6, 0.0, 1e-6)])
+def test_split_bf16_products_keep_16_bits_or_f32s_24(pieces: int, products: int, low: float, high: float) -> None:
+    """Products of bf16 pieces through IREE, against the exact products (float64): two pieces keep about 16 bits,
+    far above bf16's 8 (3e-3) and below f32's 24 (torch's f32: 1.4e-7 here); three keep f32's. A lost piece (IREE
+    folds extf(truncf(x)) into x inside a dispatch, which is why the pieces are masks) would show as 2-piece error."""
+    torch.manual_seed(0)
+    model, inputs = _LinearAndScores().eval(), (torch.randn(2, 16, 64), torch.randn(2, 64, 16))
+    compiled = effc.compile(model, inputs, pipeline=f"builtin.module(effc-split-bf16{{pieces={pieces}}})")
+    assert compiled.notes == [f"effc-split-bf16: 2/2 f32 matmuls as {products} bf16 products"]
+    assert compiled.matmul_precision == "high" and compiled.tolerance == 1e-3
+    weight, bias = (p.detach().double() for p in (model.linear.weight, model.linear.bias))
+    x, k = (t.double() for t in inputs)
+    exact = [x @ weight.T + bias, torch.bmm(x, k)]
+    for out, expected in zip(compiled.run(*inputs), exact, strict=True):
+        assert low < relative_error(out, expected.numpy()) < high
+
+
+def test_high_precision_is_split_bf16_on_cuda() -> None:
+    """On CUDA, "high" runs every matmul on bf16 pieces with f32 results (dispatches named bf16 x bf16 -> f32), for
+    IREE's tensor-core path, which f32 matmuls do not get in IREE 3.13."""
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs, target="cuda", matmul_precision="high")
+    assert compiled.notes == ["effc-split-bf16: 3/3 f32 matmuls as 3 bf16 products"]
+    assert compiled.matmul_precision == "high" and compiled.vmfb is not None
+    matmuls = set(re.findall(rb"_matmul_\d+x\d+x\d+_(\w+?xf32)\b", compiled.vmfb))
+    assert matmuls == {b"bf16xbf16xf32"}
+
+
+def test_split_bf16_refuses_linalg_output_in_one_line() -> None:
+    model, inputs = model_zoo.mlp()
+    with pytest.raises(EffcError, match=r"^effc-split-bf16 masks bits with aten.view.dtype, which IREE's torch input"):
+        effc.compile(model, inputs, target="cuda", matmul_precision="high", emit="linalg")
+
+
+def test_high_precision_stays_f32_with_a_note_on_llvm_cpu() -> None:
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs, matmul_precision="high")
+    assert compiled.notes == [
+        "matmul precision 'high' keeps f32 arithmetic on llvm-cpu: a CPU multiplies bf16 at most twice as fast as f32, "
+        "so the three bf16 products that make up one f32 product cost more than it"
+    ]
+    assert compiled.matmul_precision == "highest"
+    assert max(compiled.compare()) <= TOLERANCE
 
 
 @pytest.mark.usefixtures("bf16_cpu")

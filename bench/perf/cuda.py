@@ -433,6 +433,12 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f32", "-O+int8+fold", "decomposed", None, (), False),
         # Thirteenth round: CHAI's decode step under today's `-O` (runs 11-13 had older flags or the hoist).
         ("smollm2-decode", "f16", "-O+chai", "auto", plan, (), False),
+        # Fourteenth round (not yet run on a GPU): `-O --matmul-precision high` (effc-split-bf16: each f32 matmul as
+        # three bf16 products on tensor cores, accumulated in f32), against torch eager in f32 and with TF32 (torch's
+        # own 'high'); and the six products that keep f32's 24 bits.
+        ("attention-block", "f32", "-O+high", "auto", None, (), True),
+        ("minilm", "f32", "-O+high", "auto", None, (), False),
+        ("attention-block", "f32", "-O+high3", "auto", "builtin.module(effc-split-bf16{pieces=3})", (), True),
         # The f32 block's matmuls with more outputs per thread (H100 run 19).
         *[
             ("attention-block", "f32", f"O-f32-{name}", "decomposed", None, o_hfuse, True, (name,))
@@ -474,6 +480,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         options["fold_gqa"] = config.endswith("+fold")
         if "+int8" in config:
             options["matmul_precision"] = "int8"
+        if config.endswith("+high"):
+            options["matmul_precision"] = "high"
         flags = options.pop("iree_flags", flags)
         compile_cuda = functools.partial(compile_model, module, inputs, target="cuda", parameters=real, **options)
         try:
@@ -657,7 +665,8 @@ def measure(pack: Path, out: Path, repetitions: int, tag: str) -> dict[str, Any]
         cached = eager_cache[base]
         row["eager_ms"] = cached["eager_ms"]
         row["eager_sync_ms"] = cached["eager_sync_ms"]
-        if "medium" in entry.config:  # torch's own 'high'/'medium' f32 matmul precision on CUDA is TF32
+        if "medium" in entry.config or "+high" in entry.config:
+            # torch's own 'high'/'medium' f32 matmul precision on CUDA is TF32
             row["eager_tf32_ms"] = _eager_tf32_ms(entry, entries, manifest["configs"], eager_cache)
             if "iree_ms" in row:
                 row["iree_vs_eager_tf32"] = row["iree_ms"] / row["eager_tf32_ms"]
