@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -222,19 +222,24 @@ def cast_to(b: Builder, x: ir.Value, code: int, dtype: str) -> ir.Value:
     return b.op("torch.aten.to.dtype", operands, [out]).result
 
 
+def static_f32_types(values: Sequence[ir.Value]) -> list[TensorType]:
+    """The tensor types of `values`; raises `Skip` unless all are f32 of static shape."""
+    types = [tensor_type(v) for v in values]
+    if any(t is None or t.dtype != "f32" for t in types):
+        raise Skip("not f32")
+    static = [t for t in types if t is not None and t.static]
+    if len(static) != len(types):
+        raise Skip("dynamic shape")
+    return static
+
+
 def constant_weight(op: ir.Operation) -> np.ndarray:
     """`op`'s constant weight as a [K, N] f32 array (raises `Skip` where the op is not one the pass rewrites)."""
     x, weight = op.operands[0], weight_operand(op)
     source = _constant_source(weight)
     if source is None:
         raise Skip("weight not a constant")
-    types = [tensor_type(v) for v in (x, weight, op.results[0])]
-    if any(t is None or t.dtype != "f32" for t in types):
-        raise Skip("not f32")
-    xt, wt, out = types
-    assert xt is not None and wt is not None and out is not None
-    if not (xt.static and wt.static and out.static):
-        raise Skip("dynamic shape")
+    xt, wt, _ = static_f32_types([x, weight, op.results[0]])
     if len(wt.shape) != 2 or not xt.shape:
         raise Skip("weight not a matrix")
     literal, transposed = source

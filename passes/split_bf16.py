@@ -32,7 +32,16 @@ from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import Builder, TensorType, is_none, tensor_type
 from effc.passes.narrow_weights import bf16_bits
-from effc.passes.quantize_dynamic import BMM, LINEAR, MATMULS, cast_to, constant_weight, resource_literal, rows_key
+from effc.passes.quantize_dynamic import (
+    BMM,
+    LINEAR,
+    MATMULS,
+    cast_to,
+    constant_weight,
+    resource_literal,
+    rows_key,
+    static_f32_types,
+)
 from effc.passes.site_rewrites import Skip, acted_report, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.split_bf16"
@@ -80,13 +89,7 @@ class _Splitter:
         self.stacked: dict[tuple[ir.Value, tuple[int, ...], int, int], ir.Value] = {}
 
     def rewrite(self, op: ir.Operation) -> None:
-        types = [tensor_type(v) for v in (op.operands[0], op.operands[1], op.results[0])]
-        if any(t is None or t.dtype != "f32" for t in types):
-            raise Skip("not f32")
-        xt, wt, out = types
-        assert xt is not None and wt is not None and out is not None
-        if not (xt.static and wt.static and out.static):
-            raise Skip("dynamic shape")
+        xt, wt, _ = static_f32_types([op.operands[0], op.operands[1], op.results[0]])
         if len(xt.shape) < 2 or len(wt.shape) < 2:
             raise Skip("not a matrix product")
         try:
@@ -165,8 +168,8 @@ def split_matmuls(module: ir.Operation) -> str:
 class SplitBf16Pass(ModulePass):
     name: ClassVar[str] = "effc-split-bf16"
     description: ClassVar[str] = (
-        "Compute f32 matmuls as sums of bf16 products (torch's 'high' precision), for bf16 tensor cores through "
-        "IREE's demotion of contraction inputs: one matmul over the pieces stacked along K."
+        "Compute f32 matmuls as sums of bf16 products (torch's 'high' precision), for bf16 tensor cores: the "
+        "operands' bf16 pieces stacked along K, one matmul with an f32 result."
     )
 
     pieces: int = dataclasses.field(
