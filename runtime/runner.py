@@ -9,6 +9,7 @@ have too.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -143,6 +144,9 @@ class BenchmarkResult:
 
     median_s: float  # per call
     runs_s: tuple[float, ...]
+    # The benchmark process's own peak resident memory (VmHWM, read while it runs: at exec Linux hands a parent's
+    # peak to the child's ru_maxrss, so the exit status would report this process's); None where not measured.
+    peak_rss_mb: float | None = None
 
 
 def benchmark_vmfb(
@@ -156,7 +160,7 @@ def benchmark_vmfb(
     parameters: Path | None = None,
     runtime_flags: Sequence[str] = (),
 ) -> BenchmarkResult:
-    """Median wall time per call over `repetitions` runs of iree-benchmark-module.
+    """Median wall time per call over `repetitions` runs of iree-benchmark-module, and its peak memory.
 
     `runtime_flags` go to iree-benchmark-module last, as they are: driver options such as
     `--cuda_use_streams=false` (per-dispatch times are `effc profile`'s job: `effc.passes.dispatch_profile`).
@@ -183,16 +187,24 @@ def benchmark_vmfb(
             "--benchmark_out_format=json",
             *runtime_flags,
         ]
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False, env=tool_environment()
-        )
-        if result.returncode != 0:
-            raise EffcError(
-                f"iree-benchmark-module failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
-            )
+        errors = Path(tmp) / "stderr.txt"
+        with errors.open("w") as stderr:
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=tool_environment())
+            peak_kb, deadline = 0, time.monotonic() + timeout_s
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise EffcError(f"iree-benchmark-module ran past {timeout_s:.0f} s on {vmfb_path}")
+                with contextlib.suppress(OSError):  # exited between poll and read
+                    peak_kb = max(peak_kb, process_status_kb("VmHWM", proc.pid))
+                time.sleep(0.02)
+        if proc.returncode != 0:
+            last = (errors.read_text().strip().splitlines() or ["no message"])[-1]
+            raise EffcError(f"iree-benchmark-module failed on {vmfb_path}: {last}")
         rows = json.loads(out.read_text())["benchmarks"]
     runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration")
-    return BenchmarkResult(statistics.median(runs), runs)
+    return BenchmarkResult(statistics.median(runs), runs, peak_kb / 1024)
 
 
 def pipelined_benchmark(

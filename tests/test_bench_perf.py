@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 import effc
-from effc.bench.perf.run import alternate, config_options, json_options, measure_iree, round_ratios, torch_callable
-from effc.runtime.runner import relative_error
+from effc.bench.perf.run import alternate, config_options, json_options, round_ratios, torch_callable
+from effc.runtime.runner import benchmark_vmfb, relative_error
 from effc.tests import model_zoo
 
 
@@ -54,8 +54,9 @@ def test_the_iree_tools_peak_memory_is_its_own(tmp_path: Path) -> None:
     path = tmp_path / "mlp.vmfb"
     path.write_bytes(effc.compile(model, inputs).vmfb or b"")
     ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident here
-    result = measure_iree(path, [t.numpy() for t in inputs], repeats=2, device="local-task")
-    assert ballast.sum() > 0 and 1 < result["peak_rss_mb"] < 300 and result["median_ms"] > 0
+    result = benchmark_vmfb(path, [t.numpy() for t in inputs], repetitions=2)
+    assert ballast.sum() > 0 and result.peak_rss_mb is not None and 1 < result.peak_rss_mb < 300
+    assert result.median_s > 0
 
 
 def test_torch_int8_mode_runs_torch_aos_dynamic_quantization() -> None:

@@ -440,3 +440,15 @@ def test_precision_and_parameters_say_they_do_nothing_without_a_module(tmp_path:
     ]
     assert compiled.matmul_precision == "highest" and compiled.parameters is None
     assert not (tmp_path / "w.irpa").exists()
+
+
+def test_benchmark_failure_is_one_line_naming_the_module(tmp_path: Path) -> None:
+    from effc.runtime.runner import benchmark_vmfb
+
+    model, inputs = model_zoo.mlp()
+    path = tmp_path / "mlp.vmfb"
+    path.write_bytes(effc.compile(model, inputs).vmfb or b"")
+    with pytest.raises(EffcError) as raised:
+        benchmark_vmfb(path, [inputs[0].numpy(), inputs[0].numpy()], repetitions=1)
+    assert raised.value.message.startswith(f"iree-benchmark-module failed on {path}: ")
+    assert "function expected fewer input values" in raised.value.message and "\n" not in raised.value.message

@@ -12,7 +12,6 @@ bench/perf/results/<machine>.json and .md, with the machine named.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -25,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from effc.bench.perf import cpu_slug
@@ -34,7 +32,7 @@ from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
 from effc.compiler.progress import Stages
 from effc.runtime.benchmark import machine_description, median_seconds, time_torch, torch_dynamic_int8
-from effc.runtime.runner import process_status_kb, retain_freed_memory, tool_environment
+from effc.runtime.runner import benchmark_vmfb, process_status_kb, retain_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 # Configurations beyond "default" (plain `effc compile`) and "O" (`-O`): candidates for `-O` (NOTES.md).
@@ -101,7 +99,7 @@ def json_options(options: dict[str, Any]) -> dict[str, Any]:
 def torch_child(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> None:
     """Child process: build the workload, time it in eager or torch.compile mode, print JSON. With `vmfbs`, then
     also time torch and those effc modules in alternating rounds (`alternate`)."""
-    retain_freed_memory()  # the heap policy effc's module runs under (measure_iree)
+    retain_freed_memory()  # the heap policy effc's module runs under (benchmark_vmfb's tool_environment)
     fn, inputs = torch_callable(mode, *WORKLOADS[workload].build())
     start = time.perf_counter()
     with torch.no_grad():
@@ -179,49 +177,6 @@ def measure_torch(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> 
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure_iree(vmfb: Path, inputs: list[np.ndarray], repeats: int, device: str) -> dict[str, float]:
-    """iree-benchmark-module median, and its peak RSS (VmHWM, read while it runs: `process_status_kb`)."""
-    from iree.runtime.benchmark import benchmark_exe
-
-    with tempfile.TemporaryDirectory(prefix="effc-perf-") as tmp:
-        flags = []
-        for i, array in enumerate(inputs):
-            np.save(Path(tmp) / f"in{i}.npy", array)
-            flags.append(f"--input=@{Path(tmp) / f'in{i}.npy'}")
-        report = Path(tmp) / "out.json"
-        proc = subprocess.Popen(
-            [
-                benchmark_exe(),
-                f"--module={vmfb}",
-                f"--device={device}",
-                "--function=main",
-                *flags,
-                f"--benchmark_repetitions={repeats}",
-                "--benchmark_out_format=json",
-                f"--benchmark_out={report}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=tool_environment(),
-        )
-        peak_kb = 0
-        while proc.poll() is None:
-            with contextlib.suppress(OSError):  # exited between poll and read
-                peak_kb = max(peak_kb, process_status_kb("VmHWM", proc.pid))
-            time.sleep(0.02)
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"iree-benchmark-module failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
-            )
-        rows = json.loads(report.read_text())["benchmarks"]
-    runs = [
-        float(r["real_time"]) * {"ns": 1e-6, "us": 1e-3, "ms": 1.0}[r["time_unit"]]
-        for r in rows
-        if r["run_type"] == "iteration"
-    ]
-    return {"median_ms": statistics.median(runs), "peak_rss_mb": peak_kb / 1024}
-
-
 def run(
     workloads: list[str], configs: list[str], repeats: int, save: Callable[[list[dict[str, Any]]], None]
 ) -> list[dict[str, Any]]:
@@ -247,7 +202,8 @@ def run(
                 path = Path(tmp) / f"{config}.vmfb"
                 path.write_bytes(compiled.vmfb or b"")
                 with stages.stage(f"{key}: effc run ({config})"):
-                    effc = measure_iree(path, compiled.numpy_inputs(), repeats, "local-task")
+                    timing = benchmark_vmfb(path, compiled.numpy_inputs(), repetitions=repeats)
+                    effc = {"median_ms": timing.median_s * 1e3, "peak_rss_mb": timing.peak_rss_mb}
                 effc_rows[config] = {
                     "effc": effc,
                     "vmfb": path,
