@@ -161,6 +161,21 @@ def archive_sources(archive: str | Path, tensors: Mapping[str, bytes]) -> tuple[
     return names, missing
 
 
+def archive_fingerprint(archive: str | Path) -> str:
+    """A hash of `archive`'s keys and bytes: two modules can share one archive only where it is the same."""
+    import hashlib
+
+    import iree.runtime as rt
+
+    index = rt.ParameterIndex()
+    index.load(str(archive))
+    digest = hashlib.sha256()
+    for key, entry in sorted(index.items(), key=lambda item: item[0]):
+        digest.update(key.encode() + b"\0" + entry.length.to_bytes(8, "little"))
+        digest.update(bytes(entry.file_view))
+    return digest.hexdigest()
+
+
 def write_splat_archive(source: str | Path, target: str | Path) -> Path:
     """An archive with `source`'s keys and sizes but every byte zero: a few KB that stands in for the weights.
 

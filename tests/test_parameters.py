@@ -122,3 +122,17 @@ def test_splat_archive_has_every_key_and_size_as_zeros(tmp_path: Path) -> None:
     entries = {key: (entry.length, entry.is_splat) for key, entry in index.items()}
     assert entries == {"w": (8192, True), "b": (4096, True)}
     assert splat.stat().st_size < 8192
+
+
+def test_archives_share_a_fingerprint_only_with_the_same_keys_and_bytes(tmp_path: Path) -> None:
+    """bench/perf/cuda.py lets modules share a real archive by this: a module whose pass rewrote its weights (int8,
+    `high`'s bf16 pieces) must not get the f32 one."""
+    from effc.compiler.parameters import archive_fingerprint, write_archive
+
+    def fingerprint(name: str, parameters: dict[str, bytes]) -> str:
+        return archive_fingerprint(write_archive(parameters, tmp_path / f"{name}.irpa"))
+
+    f32 = {"w": b"\x01" * 8192, "b": b"\x02" * 4096}
+    assert fingerprint("a", f32) == fingerprint("b", dict(reversed(f32.items())))
+    assert fingerprint("a", f32) != fingerprint("renamed", {"effc_split_weight": f32["w"], "b": f32["b"]})
+    assert fingerprint("a", f32) != fingerprint("changed", {**f32, "b": b"\x03" * 4096})

@@ -275,17 +275,11 @@ def _host_module(workload: str, precision: str) -> tuple[torch.nn.Module, tuple[
     return module.to(dtype).eval(), cast, config
 
 
-def _weights_of(workload: str, precision: str, config: str) -> tuple[str, str, bool]:
-    """Modules that read the same parameter archive: int8 ones hold quantized weights under keys of their own
-    (a shared f32 archive made H100 run 16's int8 block fail to load: "no parameter found ... 'effc_int8_weight'")."""
-    return workload, precision, "+int8" in config
-
-
 def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     from effc.compiler.api import compile_model
     from effc.compiler.errors import EffcError
     from effc.compiler.optimize import MEDIUM_PRECISION, best_known
-    from effc.compiler.parameters import archive_sources, write_splat_archive
+    from effc.compiler.parameters import archive_fingerprint, archive_sources, write_splat_archive
     from effc.compiler.progress import Stages
 
     pack.mkdir(parents=True, exist_ok=True)
@@ -435,10 +429,12 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f16", "-O+chai", "auto", plan, (), False),
         # Fourteenth round (not yet run on a GPU): `-O --matmul-precision high` (effc-split-bf16: each f32 matmul as
         # three bf16 products on tensor cores, accumulated in f32), against torch eager in f32 and with TF32 (torch's
-        # own 'high'); and the six products that keep f32's 24 bits.
+        # own 'high'); and the six products that keep f32's 24 bits. `high`'s block keeps its real weights (25 MB, 1.5x
+        # f32's: three bf16 pieces), so that the tensor cores' f32 accumulation is checked against torch on the GPU.
         ("attention-block", "f32", "-O+high", "auto", None, (), True),
         ("minilm", "f32", "-O+high", "auto", None, (), False),
-        ("attention-block", "f32", "-O+high3", "auto", "builtin.module(effc-split-bf16{pieces=3})", (), True),
+        # (Six pieces' real weights take 50 MB, 3x f32's: they would not travel beside another archive.)
+        ("attention-block", "f32", "-O+high3", "auto", "builtin.module(effc-split-bf16{pieces=3})", (), False),
         # The f32 block's matmuls with more outputs per thread (H100 run 19).
         *[
             ("attention-block", "f32", f"O-f32-{name}", "decomposed", None, o_hfuse, True, (name,))
@@ -449,7 +445,10 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     failed: dict[str, str] = {}
     stages = Stages()
     built: dict[tuple[str, str], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]] = {}
-    real_archives: dict[tuple[str, str, bool], str] = {}
+    # One real archive per content (`archive_fingerprint`): 64 MiB travel. Passes that rewrite weights (int8, the
+    # bf16 pieces of `high`) write keys of their own; a shared f32 archive made H100 run 16's int8 block fail to load
+    # ("no parameter found ... 'effc_int8_weight'").
+    real_archives: dict[str, str] = {}
     scratch = Path(tempfile.mkdtemp(prefix="effc-cuda-configs-"))
     attempted: set[str] = set()
     for workload, precision, config, attention, pipeline, flags, keep_real, *tuned in matrix:
@@ -458,7 +457,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             if key in kept:
                 entries.append(Entry(**kept[key]))
                 if kept[key]["real_params"]:  # later modules of the same weights share it
-                    real_archives.setdefault(_weights_of(workload, precision, config), kept[key]["real_params"])
+                    shared_path = pack / kept[key]["real_params"]
+                    real_archives.setdefault(archive_fingerprint(shared_path), kept[key]["real_params"])
             continue
         variant = (workload, precision, "eager-attention" in config)
         if variant not in built:
@@ -506,8 +506,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             kept_inline = {name: np.frombuffer(data, np.uint8) for name, data in state.items() if name not in archived}
             np.savez(pack / inline, **kept_inline)
         (pack / f"{key}.vmfb").write_bytes(compiled.vmfb or b"")
-        shared = real_archives.setdefault(_weights_of(workload, precision, config), real.name) if keep_real else None
-        if shared != real.name:  # one real archive per set of weights (same literals, same keys): 64 MiB travels
+        shared = real_archives.setdefault(archive_fingerprint(real), real.name) if keep_real else None
+        if shared != real.name:
             real.unlink()
         entries.append(
             Entry(
