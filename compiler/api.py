@@ -163,13 +163,13 @@ def compile_model(
                 print_ir_after_all=print_ir_after_all,
                 print_ir_after_change=print_ir_after_change,
             )
-    from effc.passes.narrow_weights import narrowed_weights
-    from effc.passes.split_bf16 import split_matmuls
+    from effc.passes import narrow_weights, split_bf16
+    from effc.passes.site_rewrites import acted_report
 
-    narrowed = narrowed_weights(imported.module.operation)
+    narrowed = acted_report(imported.module.operation, narrow_weights.REPORT_ATTRIBUTE)
     if narrowed:
         stages.note(f"effc-narrow-weights: {narrowed}")
-    split = split_matmuls(imported.module.operation)
+    split = acted_report(imported.module.operation, split_bf16.REPORT_ATTRIBUTE)
     if split:
         if emit == "linalg":
             raise EffcError(
@@ -271,7 +271,7 @@ def optional_flags_for_module(
     matmul has more than one row (`without_one_row_data_tiling`)."""
     if precision_options:
         return optional_flags
-    from effc.passes.quantize_dynamic import weight_matmul_rows
+    from effc.passes.matmul_weights import weight_matmul_rows
 
     return without_one_row_data_tiling(optional_flags, target, weight_matmul_rows(module.operation), stages.note)
 

@@ -29,8 +29,8 @@ from torch_mlir import ir
 from effc.compiler.errors import EffcError
 from effc.passes.base import ModulePass
 from effc.passes.chai_narrow import ELEMENT_MOVES, Builder, producer, tensor_type
-from effc.passes.quantize_dynamic import cast_to, literal_array, resource_literal, weight_matmuls
-from effc.passes.site_rewrites import Skip, acted_report, rewrite_sites
+from effc.passes.matmul_weights import cast_to, literal_array, resource_literal, weight_matmuls
+from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.narrow_weights"
 # torch's ScalarType code of f32, as `aten.to.dtype` takes it.
@@ -112,11 +112,6 @@ def narrow_module(module: ir.Operation, dtype: str = "bf16", max_rows: int = 1) 
         narrower = _Narrower(dtype, max_rows)
         what = f"matmul weights stored in {dtype}"
         return rewrite_sites(module, weight_matmuls(module), narrower.narrow, attribute=REPORT_ATTRIBUTE, what=what)
-
-
-def narrowed_weights(module: ir.Operation) -> str:
-    """The report of `effc-narrow-weights` on `module` where it narrowed a weight, else "" (not run, or none)."""
-    return acted_report(module, REPORT_ATTRIBUTE)
 
 
 @dataclasses.dataclass(frozen=True)

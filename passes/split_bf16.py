@@ -31,8 +31,7 @@ from effc.compiler.errors import EffcError
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import Builder, TensorType, is_none, tensor_type
-from effc.passes.narrow_weights import bf16_bits
-from effc.passes.quantize_dynamic import (
+from effc.passes.matmul_weights import (
     BMM,
     LINEAR,
     MATMULS,
@@ -42,7 +41,8 @@ from effc.passes.quantize_dynamic import (
     rows_key,
     static_f32_types,
 )
-from effc.passes.site_rewrites import Skip, acted_report, rewrite_sites
+from effc.passes.narrow_weights import bf16_bits
+from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.split_bf16"
 # torch's ScalarType codes, as `aten.to.dtype` takes them.
@@ -157,11 +157,6 @@ def split_module(module: ir.Operation, pieces: int = 2) -> str:
         splitter = _Splitter(pieces)
         what = f"f32 matmuls as {len(splitter.terms)} bf16 products"
         return rewrite_sites(module, sites, splitter.rewrite, attribute=REPORT_ATTRIBUTE, what=what)
-
-
-def split_matmuls(module: ir.Operation) -> str:
-    """The report of `effc-split-bf16` on `module` where it split a matmul, else "" (not run, or none)."""
-    return acted_report(module, REPORT_ATTRIBUTE)
 
 
 @dataclasses.dataclass(frozen=True)
