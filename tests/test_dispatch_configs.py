@@ -207,7 +207,9 @@ def test_dash_o_on_llvm_cpu_gives_one_row_matmuls_a_dot_product_along_k(tmp_path
     )
     assert compiled.notes[-1] == "kernel configuration changed for 2 dispatches (dispatch_edits)"
     assert max(compiled.compare()) < 1e-5
-    for path in (tmp_path / "one" / "dispatch-configs" / "edited").glob("configured_*.mlir"):
+    edited = sorted((tmp_path / "one" / "dispatch-configs" / "edited").glob("configured_*.mlir"))
+    assert len(edited) == 2
+    for path in edited:
         text = path.read_text()
         assert "vector_common_parallel = [1, 1, 0], vector_reduction = [0, 0, 32]" in text
         assert "vector_common_parallel = [1, 8" not in text
