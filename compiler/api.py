@@ -97,6 +97,23 @@ class CompiledModel:
         return write_atomic(path, self.vmfb if self.vmfb is not None else self.mlir)
 
 
+def note_weight_rewrites(module: Any, stages: Stages) -> tuple[bool, bool]:
+    """Note what the bf16-weight and bf16-split passes changed, as their reports say; whether each acted.
+
+    Both act only on matmuls by suitable operands, so a user who asked for them is told how many they took.
+    """
+    from effc.passes import narrow_weights, split_bf16
+    from effc.passes.site_rewrites import acted_report
+
+    narrowed = acted_report(module.operation, narrow_weights.REPORT_ATTRIBUTE)
+    if narrowed:
+        stages.note(f"effc-narrow-weights: {narrowed}")
+    split = acted_report(module.operation, split_bf16.REPORT_ATTRIBUTE)
+    if split:
+        stages.note(f"effc-split-bf16: {split}")
+    return bool(narrowed), bool(split)
+
+
 def compile_model(
     model: Any,
     example_inputs: Any = None,
@@ -163,20 +180,12 @@ def compile_model(
                 print_ir_after_all=print_ir_after_all,
                 print_ir_after_change=print_ir_after_change,
             )
-    from effc.passes import narrow_weights, split_bf16
-    from effc.passes.site_rewrites import acted_report
-
-    narrowed = acted_report(imported.module.operation, narrow_weights.REPORT_ATTRIBUTE)
-    if narrowed:
-        stages.note(f"effc-narrow-weights: {narrowed}")
-    split = acted_report(imported.module.operation, split_bf16.REPORT_ATTRIBUTE)
-    if split:
-        if emit == "linalg":
-            raise EffcError(
-                "effc-split-bf16 masks bits with aten.view.dtype, which IREE's torch input lowers and torch-mlir's "
-                "linalg pipeline does not: emit a vmfb (or mlir), or drop matmul precision 'high'"
-            )
-        stages.note(f"effc-split-bf16: {split}")
+    narrowed, split = note_weight_rewrites(imported.module, stages)
+    if split and emit == "linalg":
+        raise EffcError(
+            "effc-split-bf16 masks bits with aten.view.dtype, which IREE's torch input lowers and torch-mlir's "
+            "linalg pipeline does not: emit a vmfb (or mlir), or drop matmul precision 'high'"
+        )
     if emit == "linalg":
         from torch_mlir.compiler_utils import run_pipeline_with_repro_report
 
@@ -230,7 +239,7 @@ def compile_model(
         archive if vmfb is not None else None,
         stages.notes,
         _compiled_precision(
-            matmul_precision, demoted=bool(demotion) and emit == "vmfb", narrowed=bool(narrowed), split=bool(split)
+            matmul_precision, demoted=bool(demotion) and emit == "vmfb", narrowed=narrowed, split=split
         ),
     )
 

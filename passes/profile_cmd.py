@@ -52,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from torch_mlir import ir
 
-    from effc.compiler.api import compile_with_optional_flags, fold_allowed, optional_flags_for_module
+    from effc.compiler.api import (
+        compile_with_optional_flags,
+        fold_allowed,
+        note_weight_rewrites,
+        optional_flags_for_module,
+    )
     from effc.compiler.dispatch_configs import compile_with_edits
     from effc.compiler.importer import import_model, resolve_attention
     from effc.compiler.input_spec import parse_input_spec
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
         with stages.stage("effc pass pipeline"):
             run_pipeline(module, options["pipeline"])
+        note_weight_rewrites(module, stages)
     with stages.stage(f"effc-profile{{target={hardware.id}}}"):
         ProfilePass(target=hardware.id).apply(module.operation)
         ops = tag_ops(module)

@@ -328,6 +328,19 @@ def test_effc_profile_dash_o_times_the_kernels_effc_compile_dash_o_makes(
     assert sum("_matmul_1x" in name for name in names) == 3, names
 
 
+def test_effc_profile_says_which_weights_matmul_precision_stored_narrow(
+    effc_cli: Callable[..., CliResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`effc profile` notes what the precision passes changed, as `effc compile` does, since its times depend on it."""
+    from effc.compiler import optimize
+
+    monkeypatch.setattr(optimize, "has_bf16_dot", lambda: False)  # "medium" then narrows one-row matmuls' weights
+    args = ("effc.tests.model_zoo:mlp", "--input", "1x32xf32", "--matmul-precision", "medium", "--repetitions", "3")
+    result = effc_cli("profile", *args, "-o", str(tmp_path / "r"))
+    assert result.code == 0, result.err
+    assert "effc-narrow-weights: 3/3 matmul weights stored in bf16" in " ".join((result.out + result.err).split())
+
+
 def test_a_runtime_without_hal_profiling_is_a_one_line_error_with_advice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
