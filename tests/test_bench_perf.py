@@ -86,3 +86,15 @@ def test_only_selects_by_substring_or_by_the_keys_end() -> None:
     assert [k for k in keys if selected(k, "--O")] == keys
     assert [k for k in keys if selected(k, "attention-block-f16--O$")] == ["attention-block-f16--O"]
     assert [k for k in keys if selected(k, "f16--O$,-O-fold")] == [keys[0], keys[2]]
+
+
+def test_cuda_prepare_defaults_to_the_chai_benchs_budget_plan(tmp_path: Path) -> None:
+    """Preparing a GPU pack needs no plan argument: the committed SmolLM2 budget plan is written into the pack."""
+    from effc.bench.perf.cuda import committed_budget_plan
+    from effc.passes.chai_plan import load_plan
+
+    path = committed_budget_plan(tmp_path / "pack")
+    assert path.parent == tmp_path / "pack"
+    plan = load_plan(path)
+    assert len(plan.layers) == 30  # SmolLM2-135M's layers
+    assert any(not layer.is_identity() for layer in plan.layers)

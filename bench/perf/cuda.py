@@ -275,6 +275,17 @@ def _host_module(workload: str, precision: str) -> tuple[torch.nn.Module, tuple[
     return module.to(dtype).eval(), cast, config
 
 
+def committed_budget_plan(pack: Path) -> Path:
+    """The CHAI bench's SmolLM2 budget plan, written into `pack`, so that preparing a GPU run is one command."""
+    from effc.compiler.fileio import write_atomic
+
+    summary = json.loads((Path(__file__).parents[1] / "chai" / "results" / "chai.json").read_text())
+    path = pack / "smollm2-budget-plan.json"
+    pack.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(summary["smollm2"]["plans"]["budget"], indent=1) + "\n")
+    return path
+
+
 def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     from effc.compiler.api import compile_model
     from effc.compiler.errors import EffcError
@@ -1000,7 +1011,11 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="compile the pack on the host")
     prep.add_argument("--pack", type=Path, default=Path(__file__).parent / "cuda-pack")
-    prep.add_argument("--plan", type=Path, required=True, help="a SmolLM2 CHAI plan JSON (effc chai calibrate)")
+    prep.add_argument(
+        "--plan",
+        type=Path,
+        help="a SmolLM2 CHAI plan JSON (effc chai calibrate; default: the budget plan of bench/chai/results/chai.json)",
+    )
     prep.add_argument(
         "--only",
         help="recompile only the modules whose key contains one of these (comma-separated; a part ending in $ must "
@@ -1024,7 +1039,7 @@ def main() -> None:
     once.add_argument("--key", required=True)
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.pack, args.plan, args.only)
+        prepare(args.pack, args.plan or committed_budget_plan(args.pack), args.only)
     elif args.command == "profile":
         profile(args.pack, args.out, args.only, args.repetitions, args.tag)
     elif args.command == "eager-once":
