@@ -136,10 +136,9 @@ def model_options(args: argparse.Namespace, pipeline: str | None = None) -> dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from effc.compiler.api import compile_model
     from effc.compiler.fileio import write_atomic
+    from effc.compiler.progress import report_console
 
     compiled = compile_model(
         args.model,
@@ -165,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         "notes": compiled.notes,
         "matmul_precision": compiled.matmul_precision,
     }
-    console = Console(highlight=False)
+    console = report_console()
     mismatch = False
     if args.check:
         errors = compiled.compare()

@@ -12,6 +12,15 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
+# Columns for tables written to a file or a pipe: rich's default there is 80, which folds every source path and
+# dispatch name of a report over several lines.
+REDIRECTED_WIDTH = 160
+
+
+def report_console(*, soft_wrap: bool = False) -> Console:
+    """The console a command prints its results on: the terminal's width, or REDIRECTED_WIDTH when redirected."""
+    return Console(highlight=False, soft_wrap=soft_wrap, width=None if Console().is_terminal else REDIRECTED_WIDTH)
+
 
 class Stages:
     """Reports named stages; silent when `enabled` is False (library use, tests)."""

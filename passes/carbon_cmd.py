@@ -153,10 +153,9 @@ def parse_hardware(spec: str | None) -> list[Hardware]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from effc.compiler.api import compile_model
     from effc.compiler.fileio import write_atomic
+    from effc.compiler.progress import report_console
     from effc.passes.carbon import CarbonPass
     from effc.passes.report import ProfileReport, write_report
     from effc.runtime.benchmark import machine_description
@@ -207,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     write_report(report, out)
     write_atomic(out / "carbon.json", json.dumps(payload, indent=2) + "\n")
     write_atomic(out / "emissions.csv", emissions_csv(payload))
-    console = Console(highlight=False)
+    console = report_console()
     _print_table(console, payload)
     console.print(f"wrote {out}/report.html, report.json, carbon.json and emissions.csv")
     return 0

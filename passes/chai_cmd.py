@@ -85,10 +85,8 @@ def parse_layers_k(text: str) -> dict[int, int]:
 def run_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from effc.compiler.fileio import write_atomic
-    from effc.compiler.progress import Stages
+    from effc.compiler.progress import Stages, report_console
     from effc.passes.chai_calibrate import calibrate
 
     overrides = parse_layers_k(args.layers_k)
@@ -117,7 +115,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         )
     output = args.output or f"{name}.chai.json"
     write_atomic(output, plan.to_json())
-    console = Console(highlight=False)
+    console = report_console()
     _print_plan(console, plan, [2048], 4)
     console.print(f"plan in {output}")
     return 0
@@ -154,14 +152,13 @@ class PassBar:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from effc.compiler.progress import report_console
     from effc.passes.chai_plan import load_plan
 
     plan = load_plan(args.plan)
     if any(c < 1 for c in args.context) or args.dtype_bytes < 1:
         raise EffcError("--context and --dtype-bytes must be positive")
-    _print_plan(Console(highlight=False), plan, args.context or [2048], args.dtype_bytes)
+    _print_plan(report_console(), plan, args.context or [2048], args.dtype_bytes)
     return 0
 
 

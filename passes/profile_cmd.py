@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from rich.console import Console
     from torch_mlir import ir
 
     from effc.compiler.api import (
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from effc.compiler.input_spec import parse_input_spec
     from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target, compile_mlir
     from effc.compiler.loader import load_model
-    from effc.compiler.progress import Stages
+    from effc.compiler.progress import Stages, report_console
     from effc.passes.dispatch_profile import attribute, check_device, dispatch_ops, hal_profile, tag_ops
     from effc.passes.hardware import host_cpu_mismatch, load_hardware
     from effc.passes.profile import PREFIX, ProfilePass
@@ -147,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         dispatches=dispatches,
     )
     json_path, html_path = write_report(report, Path(args.output or f"{loaded.name}-profile"), top=args.top)
-    console = Console(highlight=False)
+    console = report_console()
     print_summary(report, console, top=args.top)
     console.print(f"wrote {json_path} and {html_path}")
     return 0

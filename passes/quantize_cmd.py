@@ -36,10 +36,8 @@ def register(subparsers: Any) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from effc.compiler.fileio import write_atomic
-    from effc.compiler.progress import Stages
+    from effc.compiler.progress import Stages, report_console
     from effc.passes.smoothing import calibrate_smoothing
 
     if args.documents < 1 or args.tokens < 1:
@@ -60,7 +58,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     write_atomic(output, smoothing.to_json())
     scores = smoothing.alpha_scores
     changes = ", ".join(f"{key} {value:.3g}" for key, value in scores.items())
-    Console(highlight=False, soft_wrap=True).print(
+    report_console(soft_wrap=True).print(
         f"{len(smoothing.input_peaks)} matmul weights calibrated on {smoothing.documents} documents\n"
         f"int8 output change from f32 by alpha (none: not smoothed): {changes}\n"
         f"alpha {smoothing.alpha:g}; peaks in {output}\nuse: --matmul-precision int8 "

@@ -24,13 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from effc.compiler.api import compile_model
     from effc.compiler.errors import EffcError
     from effc.compiler.fileio import write_atomic
-    from effc.compiler.progress import Stages
+    from effc.compiler.progress import Stages, report_console
     from effc.runtime.benchmark import benchmark_compiled
 
     if args.repeats < 1:
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(
             "torch.compile", f"{result['torch_compile_ms']:.2f}", f"{result['speedup_vs_torch_compile']:.2f}x"
         )
-    console = Console(highlight=False)
+    console = report_console()
     console.print(table)
     output = args.output or f"{compiled.name}.bench.json"
     write_atomic(output, json.dumps(result, indent=2) + "\n")

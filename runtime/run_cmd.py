@@ -64,9 +64,8 @@ def parse_value(text: str, index: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from effc.compiler.fileio import write_atomic
+    from effc.compiler.progress import report_console
     from effc.runtime.runner import run_vmfb
 
     module = Path(args.module)
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = run_vmfb(module, inputs, device=args.device, function=args.function, parameters=params)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    console = Console(highlight=False)
+    console = report_console()
     for i, array in enumerate(outputs):
         path = out_dir / f"output_{i}.npy"
         buffer = io.BytesIO()

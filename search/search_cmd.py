@@ -68,13 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from effc.compiler.errors import EffcError
+    from effc.compiler.progress import report_console
     from effc.search.api import new_search, rebuild_candidate, resume_search, run_search
     from effc.search.evolve import SearchConfig
 
-    console = Console(highlight=False, width=None if Console().is_terminal else 160)
+    console = report_console()
     output = Path(args.output_dir)
     db = Path(args.db) if args.db else output / "search.db"
     if args.apply:

@@ -9,6 +9,7 @@ which its counter does count): the same FLOPs the pass gives sdpa.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -339,6 +340,8 @@ def test_effc_profile_says_which_weights_matmul_precision_stored_narrow(
     result = effc_cli("profile", *args, "-o", str(tmp_path / "r"))
     assert result.code == 0, result.err
     assert "effc-narrow-weights: 3/3 matmul weights stored in bf16" in " ".join((result.out + result.err).split())
+    # Redirected output keeps 160 columns (report_console): each op's source location stays on its row.
+    assert re.search(r"│ tests/model_zoo\.py:\d+ │", result.out), result.out
 
 
 def test_a_runtime_without_hal_profiling_is_a_one_line_error_with_advice(
