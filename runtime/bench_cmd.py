@@ -35,9 +35,11 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise EffcError(f"--repeats must be at least 1, got {args.repeats}")
     compiled = compile_model(args.model, progress=True, **model_options(args, args.pass_pipeline))
-    with Stages().stage("benchmark effc, torch eager and torch.compile"):
+    baselines = "torch eager" if args.no_torch_compile else "torch eager and torch.compile"
+    with Stages().stage(f"benchmark effc, {baselines}"):
         result = benchmark_compiled(compiled, repeats=args.repeats, with_compile=not args.no_torch_compile)
-    table = Table(title=f"{compiled.name} on {result['machine']['cpu']} ({args.target})")
+    caption = None if compiled.matmul_precision == "highest" else f"matmul precision {compiled.matmul_precision}"
+    table = Table(title=f"{compiled.name} on {result['machine']['cpu']} ({args.target})", caption=caption)
     table.add_column("runtime")
     table.add_column("median ms", justify="right")
     table.add_column("effc speedup", justify="right")
@@ -48,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
             "torch eager, dynamic int8",
             f"{result['torch_int8_eager_ms']:.2f}",
             f"{result['speedup_vs_torch_int8_eager']:.2f}x",
+        )
+    if "torch_same_precision_eager_ms" in result:
+        table.add_row(
+            f"torch eager, {compiled.matmul_precision}",
+            f"{result['torch_same_precision_eager_ms']:.2f}",
+            f"{result['speedup_vs_torch_same_precision_eager']:.2f}x",
         )
     if "torch_compile_ms" in result:
         table.add_row(

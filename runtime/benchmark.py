@@ -45,6 +45,18 @@ def time_torch(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *, repe
         return median_seconds(lambda: fn(*inputs), repeats=repeats, warmup=warmup)
 
 
+def time_torch_at(
+    precision: str, fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *, repeats: int, warmup: int = 3
+) -> float:
+    """`time_torch` under `torch.set_float32_matmul_precision(precision)`, the process's setting restored after."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        return time_torch(fn, inputs, repeats=repeats, warmup=warmup)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def machine_description() -> dict[str, object]:
     """What the numbers were measured on."""
     import os
@@ -76,7 +88,8 @@ def torch_dynamic_int8(module: torch.nn.Module, *, inplace: bool = False) -> tor
 def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compile: bool = True) -> dict[str, Any]:
     """effc (iree-benchmark-module median), torch eager and torch.compile medians, and the ratios; for an int8 module
     also torch eager with its own dynamic int8 quantization, where the model has nn.Linear modules to quantize (an
-    ExportedProgram's module calls its linears as functions).
+    ExportedProgram's module calls its linears as functions), and for a "medium" or "high" one torch eager at that
+    float32 matmul precision.
 
     torch runs in this process under the heap policy iree-benchmark-module gets (`retain_freed_memory`)."""
     assert compiled.vmfb is not None and compiled.reference is not None
@@ -89,6 +102,8 @@ def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compi
     result: dict[str, Any] = {
         "model": compiled.name,
         "target": compiled.target,
+        "matmul_precision": compiled.matmul_precision,  # what the module got (the notes say why, where not as asked)
+        "notes": list(compiled.notes),
         "inputs": [list(t.shape) for t in compiled.example_inputs],
         "effc_ms": effc_s * 1e3,
         "eager_ms": eager_s * 1e3,
@@ -101,6 +116,10 @@ def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compi
         int8_s = time_torch(torch_dynamic_int8(compiled.reference), compiled.example_inputs, repeats=repeats)
         result["torch_int8_eager_ms"] = int8_s * 1e3
         result["speedup_vs_torch_int8_eager"] = int8_s / effc_s
+    if compiled.matmul_precision in ("medium", "high"):  # torch at the same setting (oneDNN may then use bf16)
+        same_s = time_torch_at(compiled.matmul_precision, compiled.reference, compiled.example_inputs, repeats=repeats)
+        result["torch_same_precision_eager_ms"] = same_s * 1e3
+        result["speedup_vs_torch_same_precision_eager"] = same_s / effc_s
     if with_compile:
         start = time.perf_counter()
         compiled_fn = torch.compile(compiled.reference)

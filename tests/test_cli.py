@@ -86,6 +86,27 @@ def test_bench_prints_ratios_and_saves_json(effc_cli: EffcCli, pt2_file: Path, t
         assert data[key] > 0
     assert data["speedup_vs_eager"] == pytest.approx(data["eager_ms"] / data["effc_ms"])
     assert data["speedup_vs_torch_compile"] == pytest.approx(data["torch_compile_ms"] / data["effc_ms"])
+    assert data["matmul_precision"] == "highest" and data["notes"] == []
+    assert "torch_same_precision_eager_ms" not in data
+
+
+@pytest.mark.usefixtures("bf16_cpu")
+def test_bench_of_a_medium_module_adds_torch_at_medium(effc_cli: EffcCli, tmp_path: Path) -> None:
+    """torch's counterpart of a bf16 module is torch at float32 matmul precision "medium"; the bench sets it for
+    that row only and records what the module got."""
+    import torch
+
+    out = tmp_path / "bench.json"
+    args = ("effc.tests.model_zoo:mlp", "--repeats", "3", "--matmul-precision", "medium", "--no-torch-compile")
+    result = effc_cli("bench", *args, "-o", str(out))
+    assert result.code == 0, result.err
+    assert "matmul precision medium" in result.out and "torch eager, medium" in result.out
+    data = json.loads(out.read_text())
+    assert data["matmul_precision"] == "medium"
+    assert data["speedup_vs_torch_same_precision_eager"] == pytest.approx(
+        data["torch_same_precision_eager_ms"] / data["effc_ms"]
+    )
+    assert torch.get_float32_matmul_precision() == "highest"
 
 
 def test_bench_of_an_int8_module_adds_torchs_own_int8(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
