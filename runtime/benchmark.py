@@ -19,7 +19,7 @@ import torch
 
 from effc.compiler.api import CompiledModel
 from effc.compiler.host_cpu import cpu_model, has_bf16_dot, vector_isa
-from effc.runtime.runner import benchmark_vmfb, retain_freed_memory
+from effc.runtime.runner import benchmark_vmfb, load_vmfb, retain_freed_memory
 
 
 def timed_runs(call: Callable[[], object], *, repeats: int, warmup: int = 3) -> list[float]:
@@ -57,6 +57,56 @@ def time_torch_at(
         torch.set_float32_matmul_precision(before)
 
 
+# Calls per side in each alternating round (`alternate`).
+ALTERNATING_CALLS = 3
+
+
+def alternate(
+    fn: Callable[..., Any],
+    inputs: tuple[torch.Tensor, ...],
+    vmfbs: list[Path],
+    rounds: int,
+    *,
+    device: str = "local-task",
+) -> dict[str, Any]:
+    """Per-round medians (ms) of torch and of each effc module, timed in turn in this one process.
+
+    A cloud VM's speed can drift by 1.5x within minutes (bench/perf/NOTES.md), and timing torch and effc one after
+    the other puts them minutes apart. Rounds of a few calls each, alternating, put both under the same conditions,
+    so the per-round ratio is what the drift leaves alone. effc's modules run through IREE's Python runtime on
+    `device`, with their inputs already there.
+    """
+    import iree.runtime as rt
+
+    arrays = [t.detach().numpy() for t in inputs]
+    calls = []
+    for path in vmfbs:
+        context = load_vmfb(path, device=device)
+        main, on_device = context.modules.module["main"], [rt.asdevicearray(context.config.device, a) for a in arrays]
+        calls.append((context, lambda main=main, on_device=on_device: main(*on_device)))  # context: keeps it loaded
+    torch_ms: list[float] = []
+    effc_ms: list[list[float]] = [[] for _ in calls]
+    for index in range(rounds):
+        warmup = 1 if index == 0 else 0
+        torch_ms.append(time_torch(fn, inputs, repeats=ALTERNATING_CALLS, warmup=warmup) * 1e3)
+        for times, (_, call) in zip(effc_ms, calls, strict=True):
+            times.append(median_seconds(call, repeats=ALTERNATING_CALLS, warmup=warmup) * 1e3)
+    return {"torch_ms": torch_ms, "effc_ms": effc_ms}
+
+
+def round_ratios(alternating: dict[str, Any], index: int) -> dict[str, Any]:
+    """torch's time over effc module `index`'s, round by round: the median ratio and the range."""
+    ratios = sorted(t / e for t, e in zip(alternating["torch_ms"], alternating["effc_ms"][index], strict=True))
+    return {
+        "median": statistics.median(ratios),
+        "min": ratios[0],
+        "max": ratios[-1],
+        "rounds": len(ratios),
+        "torch_ms": statistics.median(alternating["torch_ms"]),
+        "effc_ms": statistics.median(alternating["effc_ms"][index]),
+    }
+
+
 def machine_description() -> dict[str, object]:
     """What the numbers were measured on."""
     import os
@@ -85,11 +135,14 @@ def torch_dynamic_int8(module: torch.nn.Module, *, inplace: bool = False) -> tor
         return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace)
 
 
-def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compile: bool = True) -> dict[str, Any]:
+def benchmark_compiled(
+    compiled: CompiledModel, *, repeats: int = 10, with_compile: bool = True, rounds: int = 0
+) -> dict[str, Any]:
     """effc (iree-benchmark-module median), torch eager and torch.compile medians, and the ratios; for an int8 module
     also torch eager with its own dynamic int8 quantization, where the model has nn.Linear modules to quantize (an
     ExportedProgram's module calls its linears as functions), and for a "medium" or "high" one torch eager at that
-    float32 matmul precision.
+    float32 matmul precision. With `rounds`, also effc and each of torch eager and torch.compile in that many
+    alternating rounds (`alternate`), the ratios a drifting machine leaves alone, under "alternating".
 
     torch runs in this process under the heap policy iree-benchmark-module gets (`retain_freed_memory`)."""
     assert compiled.vmfb is not None and compiled.reference is not None
@@ -129,4 +182,13 @@ def benchmark_compiled(compiled: CompiledModel, *, repeats: int = 10, with_compi
         compile_s = time_torch(compiled_fn, compiled.example_inputs, repeats=repeats)
         result["torch_compile_ms"] = compile_s * 1e3
         result["speedup_vs_torch_compile"] = compile_s / effc_s
+    if rounds:
+        baselines = {"torch_eager": compiled.reference, **({"torch_compile": compiled_fn} if with_compile else {})}
+        with tempfile.TemporaryDirectory(prefix="effc-bench-") as tmp:
+            path = Path(tmp) / "module.vmfb"
+            path.write_bytes(compiled.vmfb)
+            result["alternating"] = {
+                name: round_ratios(alternate(fn, compiled.example_inputs, [path], rounds, device=compiled.device), 0)
+                for name, fn in baselines.items()
+            }
     return result

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 import effc
-from effc.bench.perf.run import alternate, config_options, json_options, round_ratios, torch_callable
+from effc.bench.perf.run import config_options, json_options, torch_callable
+from effc.runtime.benchmark import alternate, round_ratios
 from effc.runtime.runner import benchmark_vmfb, relative_error
 from effc.tests import model_zoo
 

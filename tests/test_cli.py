@@ -90,6 +90,21 @@ def test_bench_prints_ratios_and_saves_json(effc_cli: EffcCli, pt2_file: Path, t
     assert "torch_same_precision_eager_ms" not in data
 
 
+def test_bench_rounds_alternate_effc_with_each_baseline(effc_cli: EffcCli, pt2_file: Path, tmp_path: Path) -> None:
+    """`--rounds N`: effc and each torch baseline in N alternating rounds, their ratio taken round by round."""
+    out = tmp_path / "bench.json"
+    result = effc_cli("bench", str(pt2_file), "--repeats", "3", "--rounds", "3", "-o", str(out))
+    assert result.code == 0, result.err
+    assert "3 alternating rounds of 3 calls a side" in result.out
+    alternating = json.loads(out.read_text())["alternating"]
+    assert set(alternating) == {"torch_eager", "torch_compile"}
+    for ratios in alternating.values():
+        assert ratios["rounds"] == 3 and ratios["effc_ms"] > 0 and ratios["torch_ms"] > 0
+        assert ratios["min"] <= ratios["median"] <= ratios["max"]
+    result = effc_cli("bench", str(pt2_file), "--rounds", "-1")
+    assert result.code != 0 and result.err.strip() == "effc: error: --rounds must be 0 (off) or more, got -1"
+
+
 @pytest.mark.usefixtures("bf16_cpu")
 def test_bench_of_a_medium_module_adds_torch_at_medium(effc_cli: EffcCli, tmp_path: Path) -> None:
     """torch's counterpart of a bf16 module is torch at float32 matmul precision "medium"; the bench sets it for

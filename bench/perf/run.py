@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,14 @@ from effc.bench.perf.workloads import WORKLOADS
 from effc.compiler.errors import EffcError
 from effc.compiler.fileio import write_atomic
 from effc.compiler.progress import Stages
-from effc.runtime.benchmark import machine_description, median_seconds, time_torch, torch_dynamic_int8
+from effc.runtime.benchmark import (
+    ALTERNATING_CALLS,
+    alternate,
+    machine_description,
+    round_ratios,
+    time_torch,
+    torch_dynamic_int8,
+)
 from effc.runtime.runner import benchmark_vmfb, process_status_kb, retain_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,8 +72,6 @@ TORCH_PRECISION_CAPTIONS = {
     "medium": 'torch at `torch.set_float32_matmul_precision("medium")`',
     "int8": "torch eager, `torch.ao.quantization.quantize_dynamic` on every nn.Linear (qint8)",
 }
-# Calls per side in each alternating round (`alternate`).
-ALTERNATING_CALLS = 3
 
 
 def config_options(config: str) -> dict[str, Any]:
@@ -123,36 +127,6 @@ def torch_callable(
     if precision == "int8":
         module = torch_dynamic_int8(module, inplace=True)  # the f32 Linears go as their int8 copies come
     return (torch.compile(module) if kind == "compile" else module), inputs
-
-
-def alternate(
-    fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], vmfbs: list[Path], rounds: int
-) -> dict[str, Any]:
-    """Per-round medians (ms) of torch and of each effc module, timed in turn in this one process.
-
-    This VM's speed drifts by up to 1.5x within minutes (NOTES.md, ninth CPU session), and the main table times
-    torch and effc minutes apart. Rounds of a few calls each, alternating, put both under the same conditions, so
-    the per-round ratio is what the drift leaves alone. effc's modules run through IREE's Python runtime here, with
-    their inputs already on the device.
-    """
-    import iree.runtime as rt
-
-    from effc.runtime.runner import load_vmfb
-
-    arrays = [t.detach().numpy() for t in inputs]
-    calls = []
-    for path in vmfbs:
-        context = load_vmfb(path)
-        main, on_device = context.modules.module["main"], [rt.asdevicearray(context.config.device, a) for a in arrays]
-        calls.append((context, lambda main=main, on_device=on_device: main(*on_device)))  # context: keeps it loaded
-    torch_ms: list[float] = []
-    effc_ms: list[list[float]] = [[] for _ in calls]
-    for index in range(rounds):
-        warmup = 1 if index == 0 else 0
-        torch_ms.append(time_torch(fn, inputs, repeats=ALTERNATING_CALLS, warmup=warmup) * 1e3)
-        for times, (_, call) in zip(effc_ms, calls, strict=True):
-            times.append(median_seconds(call, repeats=ALTERNATING_CALLS, warmup=warmup) * 1e3)
-    return {"torch_ms": torch_ms, "effc_ms": effc_ms}
 
 
 def measure_torch(workload: str, mode: str, repeats: int, vmfbs: list[Path]) -> dict[str, Any]:
@@ -251,19 +225,6 @@ def run(
             )
         save(rows)
     return rows
-
-
-def round_ratios(alternating: dict[str, Any], index: int) -> dict[str, Any]:
-    """torch's time over effc module `index`'s, round by round: the median ratio and the range."""
-    ratios = sorted(t / e for t, e in zip(alternating["torch_ms"], alternating["effc_ms"][index], strict=True))
-    return {
-        "median": statistics.median(ratios),
-        "min": ratios[0],
-        "max": ratios[-1],
-        "rounds": len(ratios),
-        "torch_ms": statistics.median(alternating["torch_ms"]),
-        "effc_ms": statistics.median(alternating["effc_ms"][index]),
-    }
 
 
 def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], when: str) -> str:
