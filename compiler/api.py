@@ -152,11 +152,7 @@ def compile_model(
     check_target(target)
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
     stages = Stages(enabled=progress)
-    precision_options = precision_flags(target, matmul_precision, stages.note)
-    demotion = precision_options if matmul_precision == "medium" else ()
-    if demotion:
-        iree_flags, optional_iree_flags = _without_demotion_blockers(iree_flags, optional_iree_flags, stages)
-    optional_iree_flags = with_precision_flags(optional_iree_flags, precision_options)
+    flags = resolve_iree_flags(target, matmul_precision, iree_flags, optional_iree_flags, stages)
     pipeline = with_precision_passes(pipeline, matmul_precision, target)
     temps = Path(save_temps) if save_temps is not None else None
     if temps is not None:
@@ -196,34 +192,16 @@ def compile_model(
         (temps / "02-after-passes.mlir").write_text(mlir)
     vmfb = None
     archive = Path(parameters) if parameters is not None else None
+    demotion = flags.demotion
     ignored = [what for what, given in (("parameters", archive), ("matmul precision 'medium'", demotion)) if given]
     if emit != "vmfb" and ignored:
         stages.note(f"{' and '.join(ignored)} act in iree-compile: not applied with emit='{emit}'")
     if emit == "vmfb":
-        optional_iree_flags = optional_flags_for_module(
-            optional_iree_flags, precision_options, target, imported.module, stages
-        )
-    if emit == "vmfb":
         with stages.stage(f"IREE compile for {target}"):
             external = externalize(mlir) if archive is not None else None
             text = external.text if external else mlir
-
-            def iree(flags: tuple[str, ...]) -> bytes:
-                def run(extra: tuple[str, ...]) -> bytes:
-                    return compile_mlir(
-                        text,
-                        target=target,
-                        cuda_arch=cuda_arch,
-                        extra_flags=[*flags, *extra],
-                        save_temps=temps,
-                        note=stages.note,
-                    )
-
-                return compile_with_edits(run, dispatch_edits, stages.note, temps)
-
-            fallback = precision_fallback_flags(target, matmul_precision)
-            vmfb, demotion = compile_with_optional_flags(
-                iree, iree_flags, optional_iree_flags, demotion, stages, fallback
+            vmfb, demotion = iree_compile(
+                text, imported.module, flags, cuda_arch=cuda_arch, dispatch_edits=dispatch_edits, save_temps=temps
             )
         if external is not None and archive is not None:
             with stages.stage("write parameter archive"):
@@ -273,19 +251,77 @@ def _without_demotion_blockers(
     return iree_flags, tuple(flag for flag in optional_iree_flags if flag not in dropped)
 
 
-def optional_flags_for_module(
-    optional_flags: tuple[str, ...], precision_options: tuple[str, ...], target: str, module: Any, stages: Stages
-) -> tuple[str, ...]:
-    """The optional flags that can pay on this module: int8 and bf16 data-tile to pay, f32 only where a weight
-    matmul has more than one row (`without_one_row_data_tiling`)."""
-    if precision_options:
-        return optional_flags
-    from effc.passes.matmul_weights import weight_matmul_rows
+@dataclass(frozen=True)
+class IreeFlags:
+    """iree-compile's flags for one compile, as effc's policy resolves them for a target and matmul precision."""
 
-    return without_one_row_data_tiling(optional_flags, target, weight_matmul_rows(module.operation), stages.note)
+    target: str
+    matmul_precision: MatmulPrecision
+    required: tuple[str, ...]  # the user's, and -O's that every graph takes
+    optional: tuple[str, ...]  # dropped, with a note, where iree-compile rejects them (-O's data tiling, precision's)
+    precision: tuple[str, ...]  # what the precision adds (among `optional`)
+    demotion: tuple[str, ...]  # "medium"'s bf16 demotion flags, where it has them
+    stages: Stages
 
 
-def compile_with_optional_flags(
+def resolve_iree_flags(
+    target: str,
+    matmul_precision: MatmulPrecision,
+    iree_flags: tuple[str, ...],
+    optional_iree_flags: tuple[str, ...],
+    stages: Stages,
+) -> IreeFlags:
+    """The flags for `matmul_precision` on `target` beside the given ones, with a note (or error) where they clash."""
+    precision = precision_flags(target, matmul_precision, stages.note)
+    demotion = precision if matmul_precision == "medium" else ()
+    if demotion:
+        iree_flags, optional_iree_flags = _without_demotion_blockers(iree_flags, optional_iree_flags, stages)
+    optional = with_precision_flags(optional_iree_flags, precision)
+    return IreeFlags(target, matmul_precision, iree_flags, optional, precision, demotion, stages)
+
+
+def iree_compile(
+    text: str,
+    module: Any,
+    flags: IreeFlags,
+    *,
+    cuda_arch: str = DEFAULT_CUDA_ARCH,
+    dispatch_edits: tuple[ConfigEdit, ...] = (),
+    extra_flags: tuple[str, ...] = (),
+    save_temps: Path | None = None,
+    before_each: Callable[[], None] | None = None,
+) -> tuple[bytes, tuple[str, ...]]:
+    """`text` (the MLIR of `module`, possibly with its weights external) compiled by IREE under effc's policy: the
+    optional flags that can pay on `module`, dropped or replaced by the precision's fallback where IREE rejects them,
+    then `dispatch_edits` (a second compile where they match). `before_each` runs before every iree-compile (to clear
+    what an earlier attempt dumped). Returns the module and the demotion flags that took effect."""
+    optional = flags.optional
+    if not flags.precision:  # int8 and bf16 data-tile to pay; f32 only where a weight matmul has more than one row
+        from effc.passes.matmul_weights import weight_matmul_rows
+
+        rows = weight_matmul_rows(module.operation)
+        optional = without_one_row_data_tiling(optional, flags.target, rows, flags.stages.note)
+
+    def with_flags(chosen: tuple[str, ...]) -> bytes:
+        def run(extra: tuple[str, ...]) -> bytes:
+            if before_each is not None:
+                before_each()
+            return compile_mlir(
+                text,
+                target=flags.target,
+                cuda_arch=cuda_arch,
+                extra_flags=[*chosen, *extra_flags, *extra],
+                save_temps=save_temps,
+                note=flags.stages.note,
+            )
+
+        return compile_with_edits(run, dispatch_edits, flags.stages.note, save_temps)
+
+    fallback = precision_fallback_flags(flags.target, flags.matmul_precision)
+    return _compile_with_optional_flags(with_flags, flags.required, optional, flags.demotion, flags.stages, fallback)
+
+
+def _compile_with_optional_flags(
     compile_with: Callable[[tuple[str, ...]], bytes],
     flags: tuple[str, ...],
     optional_flags: tuple[str, ...],

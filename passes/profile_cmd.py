@@ -15,12 +15,7 @@ from typing import Any
 
 from effc.compiler.compile_cmd import add_model_arguments, model_options
 from effc.compiler.errors import EffcError
-from effc.compiler.optimize import (
-    precision_fallback_flags,
-    precision_flags,
-    with_precision_flags,
-    with_precision_passes,
-)
+from effc.compiler.optimize import with_precision_passes
 
 DEFAULT_HARDWARE = {"llvm-cpu": "host-cpu", "cuda": "h100-sxm"}
 
@@ -51,16 +46,10 @@ def run(args: argparse.Namespace) -> int:
 
     from torch_mlir import ir
 
-    from effc.compiler.api import (
-        compile_with_optional_flags,
-        fold_allowed,
-        note_weight_rewrites,
-        optional_flags_for_module,
-    )
-    from effc.compiler.dispatch_configs import compile_with_edits
+    from effc.compiler.api import fold_allowed, iree_compile, note_weight_rewrites, resolve_iree_flags
     from effc.compiler.importer import import_model, resolve_attention
     from effc.compiler.input_spec import parse_input_spec
-    from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target, compile_mlir
+    from effc.compiler.iree_backend import RUNTIME_DEVICE, check_target
     from effc.compiler.loader import load_model
     from effc.compiler.progress import Stages, report_console
     from effc.passes.dispatch_profile import attribute, check_device, dispatch_ops, hal_profile, tag_ops
@@ -77,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     options = model_options(args, args.pass_pipeline)
     options["pipeline"] = with_precision_passes(options["pipeline"], args.matmul_precision, args.target)
     stages = Stages()
+    flags = resolve_iree_flags(
+        args.target, args.matmul_precision, options["iree_flags"], options["optional_iree_flags"], stages
+    )
     mismatch = host_cpu_mismatch(hardware.id) if hardware.kind == "cpu" else None
     if mismatch:
         stages.note(mismatch)
@@ -101,28 +93,16 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="effc-profile-") as tmp:
         sources, vmfb = Path(tmp) / "sources", Path(tmp) / "module.vmfb"
         with stages.stage(f"IREE compile for {args.target}, dumping executable sources"):
-            dump = (f"--iree-hal-dump-executable-sources-to={sources}", "--mlir-print-debuginfo")
-            flags = (*options["iree_flags"], *dump)
-            demotion = precision_flags(args.target, args.matmul_precision, stages.note)
-            optional = with_precision_flags(options["optional_iree_flags"], demotion)
-            optional = optional_flags_for_module(optional, demotion, args.target, module, stages)
-            text = module.operation.get_asm(enable_debug_info=True)
-
-            def compile_with(chosen: tuple[str, ...]) -> bytes:
-                def run(extra: tuple[str, ...]) -> bytes:
-                    shutil.rmtree(sources, ignore_errors=True)  # an earlier compile's dump would mix with this one's
-                    return compile_mlir(
-                        text,
-                        target=args.target,
-                        cuda_arch=args.cuda_arch,
-                        extra_flags=[*chosen, *extra],
-                        note=stages.note,
-                    )
-
-                return compile_with_edits(run, options.get("dispatch_edits", ()), stages.note)
-
-            fallback = precision_fallback_flags(args.target, args.matmul_precision)
-            module_bytes, _ = compile_with_optional_flags(compile_with, flags, optional, demotion, stages, fallback)
+            module_bytes, _ = iree_compile(
+                module.operation.get_asm(enable_debug_info=True),
+                module,
+                flags,
+                cuda_arch=args.cuda_arch,
+                dispatch_edits=options.get("dispatch_edits", ()),
+                extra_flags=(f"--iree-hal-dump-executable-sources-to={sources}", "--mlir-print-debuginfo"),
+                # An earlier attempt's dump (a flag IREE rejected, the first of two compiles) would mix with this one's.
+                before_each=lambda: shutil.rmtree(sources, ignore_errors=True),
+            )
             vmfb.write_bytes(module_bytes)
         with stages.stage(f"{args.repetitions} calls on {device} under IREE's HAL profiler"):
             inputs = [t.detach().numpy() for t in imported.example_inputs]
