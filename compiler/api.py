@@ -261,7 +261,7 @@ class IreeFlags:
     optional: tuple[str, ...]  # dropped, with a note, where iree-compile rejects them (-O's data tiling, precision's)
     precision: tuple[str, ...]  # what the precision adds (among `optional`)
     demotion: tuple[str, ...]  # "medium"'s bf16 demotion flags, where it has them
-    stages: Stages
+    stages: Stages  # where the compile's notes go: which flags fell away, and why
 
 
 def resolve_iree_flags(
