@@ -35,6 +35,11 @@ DEFAULT_CUDA_ARCH = "sm_80"
 # Each runs without address randomization, under which the stall was rarer (`_fixed_addresses`).
 HEDGE_AFTER_S = 60.0
 HEDGE_S_PER_MB = 0.15  # SmolLM2's 1.1 GB of MLIR: 162 s, against 35-49 s to compile it here
+# The stall has only been seen with bf16 demotion (`--matmul-precision medium`), where it came in four of six MiniLM
+# compiles of one session on a Zen 4, each then taking about 69 s (60 s, and the twin's 9). Those compiles take 6-12 s
+# when they do not stall (9-30 s on a loaded machine), so with demotion the twin starts sooner.
+BF16_DEMOTION_FLAG = "--iree-global-opt-demote-contraction-inputs-type=bf16"
+HEDGE_AFTER_BF16_S = 30.0
 _ADDR_NO_RANDOMIZE = 0x0040000  # linux/personality.h
 
 
@@ -91,6 +96,14 @@ def compile_command(target: str, *, cuda_arch: str, input_type: str, extra_flags
     ]
 
 
+def hedge_after(target: str, flags: list[str], mlir_chars: int) -> float | None:
+    """Seconds after which a second, identical iree-compile starts beside a running one (llvm-cpu only)."""
+    if target != "llvm-cpu":
+        return None
+    floor = HEDGE_AFTER_BF16_S if BF16_DEMOTION_FLAG in flags else HEDGE_AFTER_S
+    return max(floor, HEDGE_S_PER_MB * mlir_chars / 1e6)
+
+
 def compile_mlir(
     mlir_text: str,
     *,
@@ -110,7 +123,7 @@ def compile_mlir(
     if save_temps is not None:
         script = [*command[:1], str(save_temps / "02-after-passes.mlir"), *command[2:], "-o", "module.vmfb"]
         (save_temps / "iree-compile.sh").write_text(shlex.join(script) + "\n")
-    hedge_after_s = max(HEDGE_AFTER_S, HEDGE_S_PER_MB * len(mlir_text) / 1e6) if target == "llvm-cpu" else None
+    hedge_after_s = hedge_after(target, flags, len(mlir_text))
     with tempfile.TemporaryDirectory(prefix="effc-iree-") as tmp:
         work = Path(tmp)
         (work / "input.mlir").write_text(mlir_text, encoding="utf-8")

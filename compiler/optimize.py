@@ -15,7 +15,7 @@ from typing import Any, Literal
 from effc.compiler.dispatch_configs import ConfigEdit
 from effc.compiler.errors import EffcError
 from effc.compiler.host_cpu import cpu_model, has_bf16_dot
-from effc.compiler.iree_backend import check_target
+from effc.compiler.iree_backend import BF16_DEMOTION_FLAG, check_target
 
 _MMA_SYNC = r"mma_kind = #iree_gpu.mma_layout<NV_MMA_SYNC"
 _SIXTEEN_WIDE = r"thread = \[[1, ]*16, 0\]"  # IREE's thread tile for f32 matmuls on sm_80
@@ -121,7 +121,7 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
 MatmulPrecision = Literal["highest", "high", "medium", "int8"]
 MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "high", "medium", "int8")
 _DEMOTE_TO_BF16 = (
-    "--iree-global-opt-demote-contraction-inputs-type=bf16",
+    BF16_DEMOTION_FLAG,
     "--iree-global-opt-demote-contraction-inputs-operations=all",
 )
 # Optional flags per target for "medium". On the CPU bf16 pays only through data tiling and the mmt4d ukernels

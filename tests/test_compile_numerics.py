@@ -174,6 +174,17 @@ def test_a_stalled_iree_compile_is_overtaken_by_a_twin(
             os.kill(int((tmp_path / f"stalled{i}").read_text()), 0)  # stopped and reaped
 
 
+def test_a_twin_starts_sooner_where_bf16_demotion_may_stall_and_later_for_large_inputs() -> None:
+    from effc.compiler.iree_backend import BF16_DEMOTION_FLAG, hedge_after
+    from effc.compiler.optimize import MEDIUM_PRECISION
+
+    assert BF16_DEMOTION_FLAG in MEDIUM_PRECISION["llvm-cpu"]
+    assert hedge_after("llvm-cpu", [], 90_000_000) == 60.0
+    assert hedge_after("llvm-cpu", list(MEDIUM_PRECISION["llvm-cpu"]), 90_000_000) == 30.0
+    assert hedge_after("llvm-cpu", [BF16_DEMOTION_FLAG], 1_100_000_000) == pytest.approx(165.0)
+    assert hedge_after("cuda", [BF16_DEMOTION_FLAG], 90_000_000) is None
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/personality")
 def test_a_failing_twin_leaves_the_first_compile_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A twin that fails (here: at once, as if killed for memory) does not fail a slow first compile that succeeds,
