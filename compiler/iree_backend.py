@@ -115,7 +115,7 @@ def compile_mlir(
     note: Callable[[str], None] | None = None,
 ) -> bytes:
     """Compile torch-dialect (or linalg) MLIR text to a .vmfb flatbuffer. `note` hears of a second compile
-    started beside a slow one (llvm-cpu, HEDGE_AFTER_S)."""
+    started beside a slow one (llvm-cpu, `hedge_after`)."""
     flags = list(extra_flags or [])
     if save_temps is not None:
         flags.append(f"--dump-compilation-phases-to={save_temps / 'iree-phases'}")
