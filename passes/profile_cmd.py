@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         },
         ops=ops,
         dispatches=dispatches,
+        notes=stages.notes,
     )
     json_path, html_path = write_report(report, Path(args.output or f"{loaded.name}-profile"), top=args.top)
     console = report_console()

@@ -95,6 +95,7 @@ class ProfileReport:
     ops: list[OpRow]
     dispatches: list[DispatchRow] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the compile's: what changed the module profiled, and why
     created: str = field(default_factory=lambda: datetime.datetime.now().isoformat(timespec="seconds"))
 
     def add_section(self, section: Section) -> None:
@@ -279,6 +280,7 @@ def render_html(report: ProfileReport, *, top: int = 15) -> str:
         f"<p class='note'>target {_e(report.target)} on {_e(report.device)}; roofline device "
         f"{_e(report.hardware_name)} ({_e(report.hardware)}); {_e(report.created)}</p>",
         _cards(report.summary),
+        *([f"<ul class='note'>{''.join(f'<li>{_e(n)}</li>' for n in report.notes)}</ul>"] if report.notes else []),
         "<h2>Time per op class, per model call</h2>",
         _class_chart(rows, measured),
         _html_table(["class", "predicted", "measured", "measured/predicted"], class_rows),

@@ -340,6 +340,9 @@ def test_effc_profile_says_which_weights_matmul_precision_stored_narrow(
     result = effc_cli("profile", *args, "-o", str(tmp_path / "r"))
     assert result.code == 0, result.err
     assert "effc-narrow-weights: 3/3 matmul weights stored in bf16" in " ".join((result.out + result.err).split())
+    note = "effc-narrow-weights: 3/3 matmul weights stored in bf16"
+    assert note in json.loads((tmp_path / "r" / "report.json").read_text())["notes"]  # the report says what it timed
+    assert f"<li>{note}</li>" in (tmp_path / "r" / "report.html").read_text()
     # Redirected output keeps 160 columns (report_console): each op's source location stays on its row.
     assert re.search(r"│ tests/model_zoo\.py:\d+ │", result.out), result.out
 
