@@ -204,7 +204,7 @@ def benchmark_vmfb(
             raise EffcError(f"iree-benchmark-module failed on {vmfb_path}: {last}")
         rows = json.loads(out.read_text())["benchmarks"]
     runs = tuple(_seconds(row) for row in rows if row.get("run_type") == "iteration")
-    return BenchmarkResult(statistics.median(runs), runs, peak_kb / 1024)
+    return BenchmarkResult(statistics.median(runs), runs, peak_kb / 1024 if peak_kb else None)
 
 
 def pipelined_benchmark(

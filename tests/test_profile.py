@@ -339,12 +339,25 @@ def test_effc_profile_says_which_weights_matmul_precision_stored_narrow(
     args = ("effc.tests.model_zoo:mlp", "--input", "1x32xf32", "--matmul-precision", "medium", "--repetitions", "3")
     result = effc_cli("profile", *args, "-o", str(tmp_path / "r"))
     assert result.code == 0, result.err
-    assert "effc-narrow-weights: 3/3 matmul weights stored in bf16" in " ".join((result.out + result.err).split())
     note = "effc-narrow-weights: 3/3 matmul weights stored in bf16"
+    assert note in " ".join((result.out + result.err).split())
     assert note in json.loads((tmp_path / "r" / "report.json").read_text())["notes"]  # the report says what it timed
     assert f"<li>{note}</li>" in (tmp_path / "r" / "report.html").read_text()
     # Redirected output keeps 160 columns (report_console): each op's source location stays on its row.
     assert re.search(r"│ tests/model_zoo\.py:\d+ │", result.out), result.out
+
+
+@pytest.mark.usefixtures("bf16_cpu")
+def test_effc_profile_refuses_flags_that_would_silently_drop_medium(effc_cli: Callable[..., CliResult]) -> None:
+    """`effc profile` resolves iree-compile's flags as `effc compile` does (api.resolve_iree_flags), checks included."""
+    args = ("effc.tests.model_zoo:mlp", "--matmul-precision", "medium", "--iree-flag=--iree-opt-level=O3")
+    for command in ("compile", "profile"):
+        result = effc_cli(command, *args, *(("-o", "/dev/null") if command == "compile" else ()))
+        assert result.code != 0
+        assert result.err.strip() == (
+            "effc: error: matmul precision 'medium' has no effect with --iree-opt-level=O3: IREE 3.13 ignores "
+            "contraction demotion at O2 and O3; drop one of them"
+        )
 
 
 def test_a_runtime_without_hal_profiling_is_a_one_line_error_with_advice(
