@@ -124,6 +124,7 @@ def compile_model(
     cuda_arch: str = DEFAULT_CUDA_ARCH,
     attention: Attention = "auto",
     fold_gqa: bool = False,
+    key_multiple: int = 1,
     emit: Emit = "vmfb",
     iree_flags: tuple[str, ...] = (),
     optional_iree_flags: tuple[str, ...] = (),
@@ -140,7 +141,8 @@ def compile_model(
 
     With `parameters`, weights go to that IREE parameter archive instead of into the module.
     `fold_gqa` imports attention over repeated KV heads (LLaMA's repeat_kv) with the KV heads unrepeated, where
-    attention is decomposed and no pass of `pipeline` reads attention per query head (fold_gqa.py).
+    attention is decomposed and no pass of `pipeline` reads attention per query head (fold_gqa.py). `key_multiple`
+    pads the keys of one-query-row attention (a decode step) to a multiple of it, masked out (importer.py).
     `optional_iree_flags` are tried first and dropped, with a note, if iree-compile fails with them (`-O`
     uses this for options that IREE cannot apply to every graph). `matmul_precision="medium"` rounds contraction
     inputs to bf16 with f32 accumulation (torch.set_float32_matmul_precision's name), through optional flags:
@@ -162,7 +164,11 @@ def compile_model(
     with stages.stage("export and import to torch-mlir"):
         fold_gqa = fold_gqa and fold_allowed(pipeline, stages)
         imported = import_model(
-            loaded, specs, attention=resolve_attention(attention, target, loaded), fold_gqa=fold_gqa
+            loaded,
+            specs,
+            attention=resolve_attention(attention, target, loaded),
+            fold_gqa=fold_gqa,
+            key_multiple=key_multiple,
         )
         if temps is not None:
             (temps / "01-imported.mlir").write_text(str(imported.module))

@@ -130,6 +130,7 @@ def model_options(args: argparse.Namespace, pipeline: str | None = None) -> dict
         "optional_iree_flags": base.get("optional_iree_flags", ()),
         "dispatch_edits": base.get("dispatch_edits", ()),
         "fold_gqa": base.get("fold_gqa", False),
+        "key_multiple": base.get("key_multiple", 1),
         "matmul_precision": args.matmul_precision,
         "trust_pickle": args.trust_pickle,
     }

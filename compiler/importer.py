@@ -9,8 +9,10 @@ matmul/softmax chain (faster on small CPUs), chosen per target.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,22 +55,62 @@ def torch_backend_pipeline(attention: Literal["fused", "decomposed"]) -> str:
     )
 
 
-def decomposition_table(attention: Literal["fused", "decomposed"]) -> dict[Any, Any]:
+def decomposition_table(attention: Literal["fused", "decomposed"], key_multiple: int = 1) -> dict[Any, Any]:
     """torch-mlir's decompositions; with fused attention, sdpa stays whole unless its query has one row.
 
     A decode step's attention (one query row) is always decomposed: on an H200, IREE's fused attention
-    made the SmolLM2 decode step 3x slower than the decomposed form (bench/perf/NOTES.md).
+    made the SmolLM2 decode step 3x slower than the decomposed form (bench/perf/NOTES.md). With `key_multiple`,
+    its keys are padded to a multiple of that (`pad_single_query_keys`).
     """
     table = get_decomposition_table()
-    if attention == "decomposed":
-        return table
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
-    decompose = table[sdpa]
+    decompose = pad_single_query_keys(table[sdpa], key_multiple) if key_multiple > 1 else table[sdpa]
+    if attention == "decomposed":
+        return table | {sdpa: decompose}
 
     def single_query_only(query: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         return decompose(query, *args, **kwargs) if query.shape[-2] == 1 else NotImplemented
 
     return table | {sdpa: single_query_only}
+
+
+def pad_single_query_keys(decompose: Callable[..., Any], multiple: int) -> Callable[..., Any]:
+    """sdpa's decomposition, with the keys and values of one-query-row attention padded to a multiple of `multiple`
+    rows, masked out.
+
+    A decode step attends over its cache plus the new token: 2049 keys at 2048 context. IREE 3.13's CUDA codegen
+    gives row reductions that are not a multiple of 128 long one thread per row (TileAndFuse) instead of a
+    subgroup reduction (VectorDistribute): SmolLM2's step spent 9.3 of 16.1 ms in its 9x2049 softmaxes (H200, run
+    20). The padded rows get -inf scores (a False mask entry), so they add 0 to the softmax's sum and to p·v:
+    the output is unchanged.
+    """
+
+    def padded(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        length = key.shape[-2]
+        extra = -length % multiple
+        if query.shape[-2] != 1 or extra == 0 or is_causal:  # a causal one-row query sees only the first key
+            return decompose(query, key, value, attn_mask, dropout_p, is_causal, **kwargs)
+        rows = (0, 0, 0, extra)
+        if attn_mask is None:
+            attn_mask = (torch.arange(length + extra, device=query.device) < length).view(1, length + extra)
+        else:
+            attn_mask = attn_mask.expand(*attn_mask.shape[:-1], length)
+            fill = False if attn_mask.dtype == torch.bool else -math.inf
+            tail = torch.full((*attn_mask.shape[:-1], extra), fill, dtype=attn_mask.dtype, device=attn_mask.device)
+            attn_mask = torch.cat([attn_mask, tail], dim=-1)
+        padded_key = torch.nn.functional.pad(key, rows)
+        padded_value = torch.nn.functional.pad(value, rows)
+        return decompose(query, padded_key, padded_value, attn_mask, dropout_p, is_causal, **kwargs)
+
+    return padded
 
 
 @dataclass
@@ -175,16 +217,18 @@ def import_program(
     attention: Literal["fused", "decomposed"],
     name: str = "main",
     fold_gqa: bool = False,
+    key_multiple: int = 1,
 ) -> tuple[ir.Module, ir.Context]:
     """FX-import an ExportedProgram and lower it to torch-mlir's value-semantic backend contract.
 
     With `fold_gqa` and decomposed attention, attention over repeated KV heads uses them unrepeated (fold_gqa.py).
+    With `key_multiple`, one-query-row attention's keys are padded to a multiple of it (`pad_single_query_keys`).
     """
     if fold_gqa and attention == "decomposed":
         program, _ = fold_repeated_kv(program)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        program = program.run_decompositions(decomposition_table(attention))
+        program = program.run_decompositions(decomposition_table(attention, key_multiple))
     state = program.state_dict
     for buffer in program.graph_signature.non_persistent_buffers:
         state[buffer] = program.constants[buffer]
@@ -212,6 +256,7 @@ def import_model(
     *,
     attention: Literal["fused", "decomposed"],
     fold_gqa: bool = False,
+    key_multiple: int = 1,
 ) -> ImportedModel:
     """Loaded model → torch-dialect module (or the user's own MLIR, parsed)."""
     if loaded.mlir_text is not None:
@@ -220,7 +265,7 @@ def import_model(
         example = tuple(example_tensor(spec, seed=i) for i, spec in enumerate(specs))
         return ImportedModel(module, ctx, example, reference=None)
     program, example = export_model(loaded, specs)
-    module, ctx = import_program(program, attention=attention, fold_gqa=fold_gqa)
+    module, ctx = import_program(program, attention=attention, fold_gqa=fold_gqa, key_multiple=key_multiple)
     reference = loaded.module if loaded.module is not None else program.module()
     return ImportedModel(module, ctx, example, reference)
 

@@ -43,6 +43,7 @@ from effc.passes.chai_narrow import (
     constant_number,
     erase_dead_ops,
     is_none,
+    pad_keeps_axis,
     producer,
     tensor_type,
 )
@@ -86,10 +87,11 @@ def _rank(value: ir.Value) -> int:
 def _kv_heads(k: ir.Value, heads: int) -> int:
     """KV heads behind a K of `heads` heads: fewer when it is repeat_kv's view(broadcast(unsqueeze)).
 
-    Casts in front are skipped: torch's sdpa decomposition upcasts f16/bf16 K to f32 after repeat_kv.
+    Casts in front are skipped (torch's sdpa decomposition upcasts f16/bf16 K to f32 after repeat_kv), and so is
+    padding along the sequence (a decode step's keys padded at import).
     """
     view = producer(k)
-    while view is not None and view.name == "torch.aten.to.dtype":
+    while view is not None and (view.name == "torch.aten.to.dtype" or pad_keeps_axis(view, 1)):
         view = producer(view.operands[0])
     if view is None or view.name not in VIEW_OPS:
         return heads

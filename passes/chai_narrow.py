@@ -181,6 +181,15 @@ def is_none(value: ir.Value) -> bool:
     return op is not None and op.name == "torch.constant.none"
 
 
+def pad_keeps_axis(op: ir.Operation, axis: int) -> bool:
+    """`op` is a constant_pad_nd that pads only dimensions after `axis` (counted from the front): a decode step's
+    keys padded along the sequence (importer.pad_single_query_keys) keep their heads where they were."""
+    if op.name != "torch.aten.constant_pad_nd":
+        return False
+    pads, result = constant_int_list(op.operands[1]), tensor_type(op.results[0])
+    return pads is not None and result is not None and axis < len(result.shape) - len(pads) // 2
+
+
 def _prod(values: Sequence[int]) -> int:
     return math.prod(values) if values else 1
 
@@ -573,6 +582,9 @@ class Narrower:
             return self._clone(
                 op, [src, self.b.int_list(new_shape), *op.operands[2:]], [self._narrowed_type(value, layout, heads)]
             ).result
+        if pad_keeps_axis(op, layout.axis) and (not linear or constant_number(op.operands[2]) == 0):
+            src = self.narrow(op.operands[0], layout, heads)
+            return self._clone(op, [src, *op.operands[1:]], [self._narrowed_type(value, layout, heads)]).result
         if name == "torch.aten.index_select":
             dim = constant_int(op.operands[1])
             if dim is None or dim % len(vt.shape) == layout.axis:

@@ -51,7 +51,7 @@ REPORT_ATTRIBUTE = "effc.hoist_softmax_guard"
 _SCORE_VIEWS = VIEW_OPS | {"torch.aten.mul.Scalar", "torch.aten.div.Scalar"}
 
 
-def _is_guard(op: ir.Operation) -> bool:
+def is_guard(op: ir.Operation) -> bool:
     """Is `op` the reduction of torch's guard, `all(scores == -inf, dim)`?"""
     if op.name != "torch.aten.all.dim":
         return False
@@ -110,13 +110,17 @@ def _hoist(guard: ir.Operation) -> None:
     guard.results[0].replace_all_uses_with(fully_masked.result)
 
 
+def guards(module: ir.Operation) -> list[ir.Operation]:
+    """Every safe-softmax guard reduction in the functions of `module`."""
+    return [op.operation for _, _, block in functions(module) for op in block.operations if is_guard(op)]
+
+
 def hoist_module(module: ir.Operation) -> str:
     """Hoist every safe-softmax guard of `module` (a builtin.module op) that has a mask, drop those on unmasked
     q·kᵀ; returns the report."""
     with module.context:
-        guards = [op.operation for _, _, block in functions(module) for op in block.operations if _is_guard(op)]
         what = "safe-softmax guards tested on the mask or dropped (no mask)"
-        return rewrite_sites(module, guards, _hoist, attribute=REPORT_ATTRIBUTE, what=what)
+        return rewrite_sites(module, guards(module), _hoist, attribute=REPORT_ATTRIBUTE, what=what)
 
 
 @dataclasses.dataclass(frozen=True)

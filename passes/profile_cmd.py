@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         specs = tuple(parse_input_spec(s) for s in args.input)
         attention = resolve_attention(options["attention"], args.target, loaded)
         fold_gqa = options.get("fold_gqa", False) and fold_allowed(options["pipeline"], stages)
-        imported = import_model(loaded, specs, attention=attention, fold_gqa=fold_gqa)
+        imported = import_model(
+            loaded, specs, attention=attention, fold_gqa=fold_gqa, key_multiple=options.get("key_multiple", 1)
+        )
     module = imported.module
     if options["pipeline"]:
         from effc.passes import run as run_pipeline

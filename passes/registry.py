@@ -74,6 +74,12 @@ def _read_taps() -> type[ModulePass]:
     return ReadTapsPass
 
 
+def _softmax_guard_from_max() -> type[ModulePass]:
+    from effc.passes.softmax_guard_from_max import SoftmaxGuardFromMaxPass
+
+    return SoftmaxGuardFromMaxPass
+
+
 def _split_bf16() -> type[ModulePass]:
     from effc.passes.split_bf16 import SplitBf16Pass
 
@@ -105,6 +111,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-quantize-dynamic": _quantize_dynamic,
     "effc-raise-attention": _raise_attention,
     "effc-read-taps": _read_taps,
+    "effc-softmax-guard-from-max": _softmax_guard_from_max,
     "effc-split-bf16": _split_bf16,
     "effc-split-projections": _split_projections,
 }

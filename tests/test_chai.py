@@ -371,6 +371,41 @@ def test_compiled_decoder_keeps_k_only_for_representatives() -> None:
     assert tokens == expected
 
 
+def test_decode_step_with_padded_keys_keeps_chais_k_cache_and_outputs() -> None:
+    """Keys padded at import (`key_multiple`, for IREE's CUDA reductions) sit between repeat_kv and attention:
+    CHAI still finds the KV heads behind them, shrinks the same K caches, and computes what it does unpadded; so
+    does the guard read off the row maximum after CHAI (which computes that maximum after the guard)."""
+    from effc.passes.chai_decode import DecodeStep
+    from effc.passes.softmax_guard_from_max import guard_from_max_module
+
+    wrapper, inputs = model_zoo.llama_gqa()
+    plan = make_plan(wrapper, *GQA_PLAN)
+    shapes = layer_shapes(wrapper)
+    torch.manual_seed(1)
+    caches = [torch.randn(1, shapes[0].kv_heads, 16, shapes[0].head_dim) for _ in range(2 * len(shapes))]
+    example = (inputs[0][:, :1], torch.tensor([11]), *caches)
+    program = torch.export.export(DecodeStep(wrapper.model).eval(), example, strict=False)
+    # The plan's representatives are all on KV head 0: the K caches CHAI narrows keep that head alone.
+    narrowed = [c[:, :1] if i < len(shapes) else c for i, c in enumerate(caches)]
+    arrays = [t.numpy() for t in (*example[:2], *narrowed)]
+    outputs, reports = [], []
+    for key_multiple, guard_from_max in ((1, False), (8, False), (8, True)):  # 16 cached keys + 1, padded to 24
+        mlir, _ = import_program(program, attention="decomposed", key_multiple=key_multiple)
+        assert ("torch.aten.constant_pad_nd" in str(mlir)) == (key_multiple > 1)
+        reports.append(rewrite_module(mlir.operation, plan))
+        if guard_from_max:
+            layers = len(shapes)
+            assert guard_from_max_module(mlir.operation).startswith(f"{layers}/{layers} safe-softmax guards")
+        outputs.append(run_vmfb(compile_mlir(str(mlir), target="llvm-cpu"), arrays))
+    plain, *variants = outputs
+    for report in reports[1:]:
+        assert report.io == reports[0].io
+    assert "main: argument 2 !torch.vtensor<[1,2,16,16],f32> -> !torch.vtensor<[1,1,16,16],f32>" in reports[1].io
+    for variant in variants:
+        for got, expected in zip(variant, plain, strict=True):
+            assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 

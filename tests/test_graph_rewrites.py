@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from effc.bench.perf.workloads import AttentionBlock
@@ -67,6 +68,27 @@ def test_hoist_softmax_guard_keeps_fully_masked_rows() -> None:
     )
     # The guard's reduction now runs over the [1,1,6,6] mask, not the [2,3,6,6] scores.
     assert _results(compiled.mlir, "torch.aten.all.dim") == ["!torch.vtensor<[1,1,6,1],i1>"]
+    assert max(compiled.compare()) < 1e-6
+
+
+@pytest.mark.parametrize("key_multiple", [1, 8], ids=["as imported", "keys padded"])
+def test_softmax_guard_from_max_keeps_fully_masked_rows(key_multiple: int) -> None:
+    """The guard read off the softmax's row maximum: a row that sees no key is still zeros, as torch's, and no
+    reduction into i1 is left (one query row, as in a decode step; with `key_multiple` the padded keys' mask)."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 4)
+    mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    mask[1] = False
+    expected = MaskedAttention()(q, k, v, mask)
+    assert torch.all(expected[1] == 0) and torch.all(expected[0] != 0)
+    pipeline = "builtin.module(effc-softmax-guard-from-max)"
+    compiled = compile_model(
+        MaskedAttention(), (q, k, v, mask), attention="decomposed", pipeline=pipeline, key_multiple=key_multiple
+    )
+    assert (
+        'effc.softmax_guard_from_max = "1/1 safe-softmax guards read off the softmax\'s row maximum"' in compiled.mlir
+    )
+    assert not _results(compiled.mlir, "torch.aten.all.dim")
     assert max(compiled.compare()) < 1e-6
 
 

@@ -124,7 +124,17 @@ F32_TUNING: dict[str, ConfigEdit] = {
     "mm-64x128-8x4": f32_matmul_tiles((8, 4), (64, 128)),
     "mm-64x64-4x4": f32_matmul_tiles((4, 4), (64, 64)),
 }
-KERNEL_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS | F32_TUNING
+DECODE_TUNING: dict[str, ConfigEdit] = {
+    # H200 run 20: the decode step's repeat of its 3 KV heads (3x3x131136 f16) ran 24 us a call, 32 threads a
+    # workgroup that copy one f16 each; 8 each (16 bytes), 128 threads a workgroup.
+    "bcast-8": ConfigEdit(
+        r"elementwise_broadcast_\d+x\d+x\d+_f16",
+        {"workgroup": {-1: 1024}, "thread": {-1: 8}},
+        workgroup_size=128,
+        requires=r"pipeline<TileAndFuse>",
+    ),
+}
+KERNEL_TUNING = ONE_AT_A_TIME | COMBINATION_PARTS | F32_TUNING | DECODE_TUNING
 # Options of IREE's CUDA driver tried per call by `profile` (no recompile): what a module call costs beside its
 # kernels. IREE 3.13's defaults: streams (not CUDA graphs), no inline execution, stream-ordered allocations.
 RUNTIME_VARIANTS: dict[str, tuple[str, ...]] = {
@@ -305,6 +315,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     narrow = "builtin.module(effc-narrow-softmax)"
     hoist = "builtin.module(effc-hoist-softmax-guard)"
     hoist_narrow = "builtin.module(effc-hoist-softmax-guard,effc-narrow-softmax)"
+    guard_max = "builtin.module(effc-softmax-guard-from-max)"
     # (workload, precision, config name, attention form, pipeline, iree flags, keep real weights).
     # CHAI's decode step runs in f32 with attention decomposed: IREE 3.13's CUDA codegen rejects its fused
     # form (sdpa whose V is wider than Q/K: "failed to distribute") and -O's O3 (a vector.transfer_write
@@ -451,6 +462,16 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             ("attention-block", "f32", f"O-f32-{name}", "decomposed", None, o_hfuse, True, (name,))
             for name in ("mm-128x128-8x8", "mm-64x128-4x8", "mm-64x128-8x4", "mm-64x64-4x4")
         ],
+        # Fifteenth round (not yet run on a GPU): `-O` now pads a decode step's 2049 keys to 2176 (`key_multiple`;
+        # H200 run 20 put its 9x2049 softmaxes at 9.3 of 16.1 ms of kernels, one thread per row). "+pad1": `-O`
+        # as it was. The KV repeat copied in 16-byte pieces (bcast-8) on top.
+        ("smollm2-decode", "f16", "-O+pad1", "auto", None, (), False),
+        ("smollm2-decode", "f16", "-O+chai+pad1", "auto", plan, (), False),
+        ("smollm2-decode", "f16", "O+pad128+bcast8", "auto", None, (TRIAL_FLAGS["hfuse"],), False, ("bcast-8",)),
+        # The safe-softmax guard read off the softmax's row maximum (run 20: its `all` reduction, one thread per row,
+        # took 958 us of the step's kernels).
+        ("smollm2-decode", "f16", "-O+guard-max", "auto", guard_max, (), False),
+        ("smollm2-decode", "f16", "-O+chai+guard-max", "auto", plan[:-1] + ",effc-softmax-guard-from-max)", (), False),
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
@@ -489,6 +510,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         if config.startswith("-O"):
             options = best_known("cuda") | {k: v for k, v in options.items() if v not in (None, "auto")}
         options["fold_gqa"] = config.endswith("+fold")
+        if padded := re.search(r"\+pad(\d+)", config):
+            options["key_multiple"] = int(padded.group(1))
         if "+int8" in config:
             options["matmul_precision"] = "int8"
         if config.endswith("+high"):
@@ -749,7 +772,7 @@ def profile(pack: Path, out: Path, only: str | None, repetitions: int, tag: str)
                     bench(parameters=archive, runtime_flags=(*flags, PROFILE_MIN_TIME)).median_s * 1e3
                 )
             except Exception as err:  # a driver option this runtime lacks is a result too
-                row["call_ms"][name] = str(err)[:200]
+                row["call_ms"][name] = str(err)[-400:]  # the cause comes last
         base = (entry.workload, entry.precision)
         if base not in eager_cache:
             module = build_torch(entry.workload, entry.precision, manifest["configs"]).cuda()
@@ -819,7 +842,7 @@ def profile_markdown(report: dict[str, Any]) -> str:
     lines += ["| module | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
     for row in rows:
         times = [row["call_ms"].get(name, "") for name in variants]
-        cells = [f"{t:.3f}" if isinstance(t, float) else t and f"failed: {t[:60]}" for t in times]
+        cells = [f"{t:.3f}" if isinstance(t, float) else t and f"failed: ...{t[-80:]}" for t in times]
         lines.append(f"| {row['key']} | " + " | ".join(cells) + " |")
     for row in rows:
         lines += ["", f"## {row['key']}: heaviest kernels, us per call (count)", ""]
