@@ -79,10 +79,10 @@ def pad_single_query_keys(decompose: Callable[..., Any], multiple: int) -> Calla
     rows, masked out.
 
     A decode step attends over its cache plus the new token: 2049 keys at 2048 context. IREE 3.13's CUDA codegen
-    gives row reductions that are not a multiple of 128 long one thread per row (TileAndFuse) instead of a
-    subgroup reduction (VectorDistribute): SmolLM2's step spent 9.3 of 16.1 ms in its 9x2049 softmaxes (H200, run
-    20). The padded rows get -inf scores (a False mask entry), so they add 0 to the softmax's sum and to p·v:
-    the output is unchanged.
+    reduces a row whose length is no multiple of 32 with one thread (TileAndFuse), one that is no multiple of 128
+    with one subgroup, and others with a subgroup per 128 (VectorDistribute): SmolLM2's step spent 9.3 of its 16.1
+    ms of kernels in its 9x2049 softmaxes (H200, run 20). The padded rows get -inf scores (a False mask entry), so
+    they add 0 to the softmax's sum and to p·v: the output is unchanged.
     """
 
     def padded(

@@ -1,6 +1,6 @@
 """A decode step's keys padded at import (`key_multiple`, importer.pad_single_query_keys), against torch eager.
 
-IREE 3.13's CUDA codegen reduces rows that are no multiple of 128 long with one thread per row: the padding
+IREE 3.13's CUDA codegen reduces rows that are no multiple of 32 long with one thread per row: the padding
 makes a 2049-key softmax a 2176-key one with masked keys, which must not change what attention computes."""
 
 from __future__ import annotations
