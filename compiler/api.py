@@ -142,7 +142,7 @@ def compile_model(
     With `parameters`, weights go to that IREE parameter archive instead of into the module.
     `fold_gqa` imports attention over repeated KV heads (LLaMA's repeat_kv) with the KV heads unrepeated, where
     attention is decomposed and no pass of `pipeline` reads attention per query head (fold_gqa.py). `key_multiple`
-    pads the keys of one-query-row attention (a decode step) to a multiple of it, masked out (importer.py).
+    pads the keys of attention over more keys than queries (a decode step) to a multiple of it, masked out.
     `optional_iree_flags` are tried first and dropped, with a note, if iree-compile fails with them (`-O`
     uses this for options that IREE cannot apply to every graph). `matmul_precision="medium"` rounds contraction
     inputs to bf16 with f32 accumulation (torch.set_float32_matmul_precision's name), through optional flags:

@@ -60,11 +60,11 @@ def decomposition_table(attention: Literal["fused", "decomposed"], key_multiple:
 
     A decode step's attention (one query row) is always decomposed: on an H200, IREE's fused attention
     made the SmolLM2 decode step 3x slower than the decomposed form (bench/perf/NOTES.md). With `key_multiple`,
-    its keys are padded to a multiple of that (`pad_single_query_keys`).
+    decomposed attention over more keys than queries has its keys padded to a multiple of that (`pad_cache_keys`).
     """
     table = get_decomposition_table()
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
-    decompose = pad_single_query_keys(table[sdpa], key_multiple) if key_multiple > 1 else table[sdpa]
+    decompose = pad_cache_keys(table[sdpa], key_multiple) if key_multiple > 1 else table[sdpa]
     if attention == "decomposed":
         return table | {sdpa: decompose}
 
@@ -74,9 +74,9 @@ def decomposition_table(attention: Literal["fused", "decomposed"], key_multiple:
     return table | {sdpa: single_query_only}
 
 
-def pad_single_query_keys(decompose: Callable[..., Any], multiple: int) -> Callable[..., Any]:
-    """sdpa's decomposition, with the keys and values of one-query-row attention padded to a multiple of `multiple`
-    rows, masked out.
+def pad_cache_keys(decompose: Callable[..., Any], multiple: int) -> Callable[..., Any]:
+    """sdpa's decomposition, with the keys and values of attention over more keys than queries (a decode step's, also
+    with its query heads folded onto their KV heads: fold_gqa.py) padded to a multiple of `multiple` rows, masked out.
 
     A decode step attends over its cache plus the new token: 2049 keys at 2048 context. IREE 3.13's CUDA codegen
     reduces a row whose length is no multiple of 32 with one thread (TileAndFuse), one that is no multiple of 128
@@ -96,7 +96,8 @@ def pad_single_query_keys(decompose: Callable[..., Any], multiple: int) -> Calla
     ) -> Any:
         length = key.shape[-2]
         extra = -length % multiple
-        if query.shape[-2] != 1 or extra == 0 or is_causal:  # a causal one-row query sees only the first key
+        # A prompt attending to itself is left alone, and so is causal attention (its queries see the first keys).
+        if query.shape[-2] >= length or extra == 0 or is_causal:
             return decompose(query, key, value, attn_mask, dropout_p, is_causal, **kwargs)
         rows = (0, 0, 0, extra)
         if attn_mask is None:
@@ -222,7 +223,8 @@ def import_program(
     """FX-import an ExportedProgram and lower it to torch-mlir's value-semantic backend contract.
 
     With `fold_gqa` and decomposed attention, attention over repeated KV heads uses them unrepeated (fold_gqa.py).
-    With `key_multiple`, one-query-row attention's keys are padded to a multiple of it (`pad_single_query_keys`).
+    With `key_multiple`, attention over more keys than queries has its keys padded to a multiple of it
+    (`pad_cache_keys`).
     """
     if fold_gqa and attention == "decomposed":
         program, _ = fold_repeated_kv(program)

@@ -82,7 +82,7 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
     },
     "cuda": {
         "attention": "auto",
-        # A decode step's keys padded to a multiple of 128, masked out (importer.pad_single_query_keys). At 2048
+        # A decode step's keys padded to a multiple of 128, masked out (importer.pad_cache_keys). At 2048
         # context it attends over 2049 keys, and IREE 3.13 reduces rows of a length that is no multiple of 32 with
         # one thread per row: SmolLM2's 9x2049 softmaxes took 9.3 of the step's 16.1 ms of kernels (H200 run 20).
         # Padded to 2176, IREE gives them the subgroup reduction it gives 2048 (VectorDistribute, 544 threads).

@@ -183,7 +183,7 @@ def is_none(value: ir.Value) -> bool:
 
 def pad_keeps_axis(op: ir.Operation, axis: int) -> bool:
     """`op` is a constant_pad_nd that pads only dimensions after `axis` (counted from the front): a decode step's
-    keys padded along the sequence (importer.pad_single_query_keys) keep their heads where they were."""
+    keys padded along the sequence (importer.pad_cache_keys) keep their heads where they were."""
     if op.name != "torch.aten.constant_pad_nd":
         return False
     pads, result = constant_int_list(op.operands[1]), tensor_type(op.results[0])

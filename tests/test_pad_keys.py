@@ -1,4 +1,4 @@
-"""A decode step's keys padded at import (`key_multiple`, importer.pad_single_query_keys), against torch eager.
+"""Attention over a cache, its keys padded at import (`key_multiple`, importer.pad_cache_keys), against torch.
 
 IREE 3.13's CUDA codegen reduces rows that are no multiple of 32 long with one thread per row: the padding
 makes a 2049-key softmax a 2176-key one with masked keys, which must not change what attention computes."""
@@ -65,10 +65,21 @@ def test_padded_keys_without_a_mask_match_torch(attention: str) -> None:
     assert max(compiled.compare()) < TOLERANCE
 
 
+def test_folded_decode_attention_is_padded_too() -> None:
+    """A decode step with its query heads folded onto their KV heads (fold_gqa.py) has a few query rows per KV
+    head: its keys are padded all the same, and no repeated copy of them is made."""
+    from effc.tests.test_fold_gqa import decode_attention
+
+    model, inputs = decode_attention()  # 6 query heads on 2 KV heads, 40 cached keys
+    compiled = compile_model(model, inputs, attention="decomposed", fold_gqa=True, key_multiple=16)
+    assert _padded_shapes(compiled.mlir) == ["1,2,48,8", "1,2,48,8"]
+    assert max(compiled.compare()) < TOLERANCE
+
+
 @pytest.mark.parametrize(
     ("rows", "keys", "is_causal"),
-    [(5, 21, False), (1, 32, False), (1, 21, True)],
-    ids=["a prompt's queries", "keys already a multiple", "causal: one row sees only the first key"],
+    [(21, 21, False), (1, 32, False), (3, 21, True)],
+    ids=["a prompt attending to itself", "keys already a multiple", "causal"],
 )
 def test_left_unpadded(rows: int, keys: int, is_causal: bool) -> None:
     compiled = compile_model(Attention(is_causal), _qkv(rows, keys), attention="decomposed", key_multiple=16)
