@@ -4,14 +4,16 @@ torch's decomposition of `_safe_softmax` (sdpa's) zeroes the rows whose every sc
 `where(all(scores == -inf, dim), 0, softmax(scores))`, and its softmax subtracts the row maximum,
 `max(scores, dim)`, before `exp`. A row is all -inf exactly when its maximum is -inf, NaN included (a NaN
 makes `==` false somewhere in the row and the maximum NaN). So `all(scores == -inf, dim)` becomes
-`max(scores, dim) == -inf`, on the maximum the softmax computes anyway: one reduction over the scores instead of
-two, and no reduction into i1. The output is the same, bit for bit.
+`max(scores, dim) == -inf`, on the maximum the decomposition computes. The output is the same, bit for bit.
 
-Why: IREE 3.13's CUDA codegen gives the `all` reduction one thread per row whatever its length (an i1 result
-that its subgroup reduction does not take): 32 us a layer in SmolLM2's decode step on an H200, 958 of its 16.1
-ms of kernels (bench/perf/NOTES.md, twentieth session). Unlike effc-hoist-softmax-guard, which tests the guard
-on the mask, the graph keeps its shape: on an H100 the hoisted guard made IREE partition that step differently
-and 19% slower.
+Why, on CUDA: IREE 3.13 gives the `all` reduction into i1 one thread per row whatever its length (its subgroup
+reduction does not take an i1 result): 32 us a layer in SmolLM2's decode step on an H200, 958 of its 16.1 ms of
+kernels (bench/perf/NOTES.md, twentieth session). IREE still reduces the scores twice: it recognises the softmax
+only where nothing else reads its maximum, so the guard's maximum gets a dispatch of its own. But that one is an
+f32 max, which IREE gives a subgroup reduction (544 threads a row for the padded step). Unlike
+effc-hoist-softmax-guard, which tests the guard on the mask, the graph keeps its shape: on an H100 the hoisted
+guard made IREE partition that step differently and 19% slower. Not for a CPU: there the same rewrite made MiniLM
+slower (12.2-12.4 -> 12.6-13.0 ms with bf16 matmuls, third CPU session), the i1 reduction being no worse.
 
 Left as they are, counted by reason in the module attribute `effc.softmax_guard_from_max`: guards whose scores
 have no `max.dim` over the same axis that keeps it (a softmax left whole as `_softmax`), and guards that drop
@@ -87,8 +89,8 @@ def guard_from_max_module(module: ir.Operation) -> str:
 class SoftmaxGuardFromMaxPass(ModulePass):
     name: ClassVar[str] = "effc-softmax-guard-from-max"
     description: ClassVar[str] = (
-        "Test torch's safe-softmax guard (all(scores == -inf) per row) as max(scores) == -inf on the row maximum "
-        "the softmax computes anyway: one reduction over the scores fewer, the same output."
+        "Test torch's safe-softmax guard (all(scores == -inf) per row) as max(scores) == -inf on the decomposed "
+        "softmax's row maximum: the same output, an f32 max instead of an i1 reduction (for IREE's CUDA codegen)."
     )
 
     def apply(self, module: ir.Operation) -> None:
