@@ -170,6 +170,8 @@ def compile_model(
             fold_gqa=fold_gqa,
             key_multiple=key_multiple,
         )
+        if note := imported.padding_note():
+            stages.note(note)
         if temps is not None:
             (temps / "01-imported.mlir").write_text(str(imported.module))
     if pipeline:

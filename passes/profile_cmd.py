@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         imported = import_model(
             loaded, specs, attention=attention, fold_gqa=fold_gqa, key_multiple=options.get("key_multiple", 1)
         )
+        if note := imported.padding_note():
+            stages.note(note)
     module = imported.module
     if options["pipeline"]:
         from effc.passes import run as run_pipeline
