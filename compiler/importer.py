@@ -56,18 +56,18 @@ def torch_backend_pipeline(attention: Literal["fused", "decomposed"]) -> str:
 
 
 def decomposition_table(
-    attention: Literal["fused", "decomposed"], key_multiple: int = 1, padded: list[tuple[int, int]] | None = None
+    attention: Literal["fused", "decomposed"], key_multiple: int = 1, padded_keys: list[tuple[int, int]] | None = None
 ) -> dict[Any, Any]:
     """torch-mlir's decompositions; with fused attention, sdpa stays whole unless its query has one row.
 
     A decode step's attention (one query row) is always decomposed: on an H200, IREE's fused attention
     made the SmolLM2 decode step 3x slower than the decomposed form (bench/perf/NOTES.md). With `key_multiple`,
     decomposed attention over more keys than queries has its keys padded to a multiple of that (`pad_cache_keys`),
-    each (length, padded length) appended to `padded`.
+    each (length, padded length) appended to `padded_keys`.
     """
     table = get_decomposition_table()
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
-    decompose = pad_cache_keys(table[sdpa], key_multiple, padded) if key_multiple > 1 else table[sdpa]
+    decompose = pad_cache_keys(table[sdpa], key_multiple, padded_keys) if key_multiple > 1 else table[sdpa]
     if attention == "decomposed":
         return table | {sdpa: decompose}
 
@@ -78,7 +78,7 @@ def decomposition_table(
 
 
 def pad_cache_keys(
-    decompose: Callable[..., Any], multiple: int, record: list[tuple[int, int]] | None = None
+    decompose: Callable[..., Any], multiple: int, padded_keys: list[tuple[int, int]] | None = None
 ) -> Callable[..., Any]:
     """sdpa's decomposition, with the keys and values of attention over more keys than queries (a decode step's, also
     with its query heads folded onto their KV heads: fold_gqa.py) padded to a multiple of `multiple` rows, masked out.
@@ -87,10 +87,10 @@ def pad_cache_keys(
     reduces a row whose length is no multiple of 32 with one thread (TileAndFuse), one that is no multiple of 128
     with one subgroup, and others with a subgroup per 128 (VectorDistribute): SmolLM2's step spent 9.3 of its 16.1
     ms of kernels in its 9x2049 softmaxes (H200, run 20). The padded rows get -inf scores (a False mask entry), so
-    they add 0 to the softmax's sum and to p·v: the output is unchanged. Each padding is appended to `record`.
+    they add 0 to the softmax's sum and to p·v: the output is unchanged. Each padding is appended to `padded_keys`.
     """
 
-    def padded(
+    def decompose_padded(
         query: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
@@ -99,11 +99,13 @@ def pad_cache_keys(
         is_causal: bool = False,
         **kwargs: Any,
     ) -> Any:
-        length = key.shape[-2]
-        extra = -length % multiple
-        # A prompt attending to itself is left alone, and so is causal attention (its queries see the first keys).
-        if query.shape[-2] >= length or extra == 0 or is_causal:
+        queries, length = query.shape[-2], key.shape[-2]
+        # Left alone: dynamic lengths (padding would be a run-time fmod torch-mlir cannot lower), a prompt attending
+        # to itself, causal attention (its queries see the first keys), and keys already a multiple.
+        static = isinstance(queries, int) and isinstance(length, int)
+        if not static or queries >= length or is_causal or length % multiple == 0:
             return decompose(query, key, value, attn_mask, dropout_p, is_causal, **kwargs)
+        extra = -length % multiple
         rows = (0, 0, 0, extra)
         if attn_mask is None:
             attn_mask = (torch.arange(length + extra, device=query.device) < length).view(1, length + extra)
@@ -112,13 +114,13 @@ def pad_cache_keys(
             fill = False if attn_mask.dtype == torch.bool else -math.inf
             tail = torch.full((*attn_mask.shape[:-1], extra), fill, dtype=attn_mask.dtype, device=attn_mask.device)
             attn_mask = torch.cat([attn_mask, tail], dim=-1)
-        if record is not None:
-            record.append((length, length + extra))
+        if padded_keys is not None:
+            padded_keys.append((length, length + extra))
         padded_key = torch.nn.functional.pad(key, rows)
         padded_value = torch.nn.functional.pad(value, rows)
         return decompose(query, padded_key, padded_value, attn_mask, dropout_p, is_causal, **kwargs)
 
-    return padded
+    return decompose_padded
 
 
 @dataclass
@@ -135,6 +137,7 @@ class ImportedModel:
         """What `key_multiple` did, for the compile's notes (the module's attention shapes differ from the model's)."""
         if not self.padded_keys:
             return None
+        # Distinct lengths: torch traces the decomposition more than once per attention op.
         lengths = ", ".join(f"from {a} to {b}" for a, b in sorted(set(self.padded_keys)))
         return f"attention keys and values padded, masked out: {lengths}"
 
@@ -234,19 +237,19 @@ def import_program(
     name: str = "main",
     fold_gqa: bool = False,
     key_multiple: int = 1,
-    padded: list[tuple[int, int]] | None = None,
+    padded_keys: list[tuple[int, int]] | None = None,
 ) -> tuple[ir.Module, ir.Context]:
     """FX-import an ExportedProgram and lower it to torch-mlir's value-semantic backend contract.
 
     With `fold_gqa` and decomposed attention, attention over repeated KV heads uses them unrepeated (fold_gqa.py).
     With `key_multiple`, attention over more keys than queries has its keys padded to a multiple of it
-    (`pad_cache_keys`), each (length, padded length) appended to `padded`.
+    (`pad_cache_keys`), each (length, padded length) appended to `padded_keys`.
     """
     if fold_gqa and attention == "decomposed":
         program, _ = fold_repeated_kv(program)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        program = program.run_decompositions(decomposition_table(attention, key_multiple, padded))
+        program = program.run_decompositions(decomposition_table(attention, key_multiple, padded_keys))
     state = program.state_dict
     for buffer in program.graph_signature.non_persistent_buffers:
         state[buffer] = program.constants[buffer]
@@ -283,12 +286,12 @@ def import_model(
         example = tuple(example_tensor(spec, seed=i) for i, spec in enumerate(specs))
         return ImportedModel(module, ctx, example, reference=None)
     program, example = export_model(loaded, specs)
-    padded: list[tuple[int, int]] = []
+    padded_keys: list[tuple[int, int]] = []
     module, ctx = import_program(
-        program, attention=attention, fold_gqa=fold_gqa, key_multiple=key_multiple, padded=padded
+        program, attention=attention, fold_gqa=fold_gqa, key_multiple=key_multiple, padded_keys=padded_keys
     )
     reference = loaded.module if loaded.module is not None else program.module()
-    return ImportedModel(module, ctx, example, reference, tuple(padded))
+    return ImportedModel(module, ctx, example, reference, tuple(padded_keys))
 
 
 def unsupported_ops(module: ir.Module) -> list[tuple[str, str, int]]:

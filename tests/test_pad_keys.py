@@ -88,6 +88,14 @@ def test_left_unpadded(rows: int, keys: int, is_causal: bool) -> None:
     assert max(compiled.compare()) < TOLERANCE
 
 
+def test_dynamic_key_length_is_left_unpadded() -> None:
+    """A cache of dynamic length would need a run-time padding (an fmod torch-mlir cannot lower): left as it is."""
+    inputs = ("1x3x1x8xf32", "1x3x?x8xf32", "1x3x?x8xf32")
+    compiled = compile_model(Attention(), _qkv(), inputs=inputs, attention="decomposed", key_multiple=16)
+    assert _padded_shapes(compiled.mlir) == [] and compiled.notes == []
+    assert max(compiled.compare()) < TOLERANCE
+
+
 @pytest.mark.parametrize(("target", "padded"), [("cuda", ["1,3,128,8", "1,3,128,8"]), ("llvm-cpu", [])])
 def test_optimize_pads_keys_for_cuda_only(target: str, padded: list[str]) -> None:
     """`-O` pads on CUDA, where the padding turns one thread per row into a subgroup reduction; a CPU vectorizes
