@@ -68,6 +68,12 @@ def _raise_attention() -> type[ModulePass]:
     return RaiseAttentionPass
 
 
+def _rational_gelu() -> type[ModulePass]:
+    from effc.passes.rational_gelu import RationalGeluPass
+
+    return RationalGeluPass
+
+
 def _read_taps() -> type[ModulePass]:
     from effc.passes.read_taps import ReadTapsPass
 
@@ -110,6 +116,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-profile": _profile,
     "effc-quantize-dynamic": _quantize_dynamic,
     "effc-raise-attention": _raise_attention,
+    "effc-rational-gelu": _rational_gelu,
     "effc-read-taps": _read_taps,
     "effc-softmax-guard-from-max": _softmax_guard_from_max,
     "effc-split-bf16": _split_bf16,
