@@ -7,6 +7,9 @@ recomputes the whole Q·Kᵀ and softmax for half of the output. IREE's tuning-s
 runs with an empty path), so effc uses the route that is: compile once with
 `--iree-hal-dump-executable-configurations-to`, edit the configured executables' `lowering_config` and
 `translation_info`, and compile again with `--iree-hal-substitute-executable-configuration`.
+
+The same route pins configurations on llvm-cpu: IREE 3.13 configures some dispatches differently from run to run,
+and LLVM's x86 backend stalls on one form (`checked_configurations`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import re
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,12 @@ from effc.compiler.errors import EffcError
 
 DUMP_FLAG = "--iree-hal-dump-executable-configurations-to"
 SUBSTITUTE_FLAG = "--iree-hal-substitute-executable-configuration"
+SOURCES_FLAG = "--iree-hal-dump-executable-sources-to"
+CONFIGURE_ONLY = "--compile-to=executable-configurations"
+RECONFIGURE_ATTEMPTS = 8
+# Whether iree-compile generates code for one dumped executable, given extra flags, in reasonable time; polling the
+# callable (where given) stops it early when that returns True.
+CompilesAlone = Callable[[Path, tuple[str, ...], Callable[[], bool] | None], bool]
 # The root op's lowering_config: the one with workgroup tiles (an attention's nested ones carry only MMA layouts).
 _ROOT_CONFIG = re.compile(r"lowering_config<\{([^}]*?\bworkgroup = [^}]*)\}")
 
@@ -129,6 +139,13 @@ def export_name(configured: str) -> str:
     return found.group(1)
 
 
+def executable_symbol(configured: str) -> str:
+    """The `hal.executable` symbol that `--iree-hal-substitute-executable-configuration` names."""
+    executable = re.search(r"hal\.executable public @([\w$.]+)", configured)
+    assert executable is not None, "a dumped configuration without its hal.executable"
+    return executable.group(1)
+
+
 def workgroup_count(name: str, configured: str) -> float:
     """How many workgroups IREE's tiles launch: the export name carries the root op's loop ranges (matmul_MxNxK),
     its `lowering_config` one workgroup tile per loop (0: not tiled; reduction loops, which have a reduction
@@ -178,9 +195,7 @@ def substitution_flags(
                 continue
             used.add(index)
             (out / path.name).write_text(edited)
-            executable = re.search(r"hal\.executable public @([\w$.]+)", configured)
-            assert executable is not None, "a dumped configuration without its hal.executable"
-            flags.append(f"{SUBSTITUTE_FLAG}={executable.group(1)}={(out / path.name).resolve()}")
+            flags.append(f"{SUBSTITUTE_FLAG}={executable_symbol(configured)}={(out / path.name).resolve()}")
             break
     unused = [e.dispatch for i, e in enumerate(edits) if i not in used]
     if strict and unused:
@@ -193,21 +208,94 @@ def compile_with_edits(
     edits: tuple[ConfigEdit, ...],
     note: Callable[[str], None],
     keep: Path | None = None,
+    *,
+    compiles_alone: CompilesAlone | None = None,
 ) -> bytes:
     """`compile_with(extra_flags)` once; where `edits` (`-O`'s rules, lenient) change a dispatch's configuration,
     a second time with the changed ones. `keep`: where the dumped and edited configurations stay (`--save-temps`).
+    With `compiles_alone` (whether iree-compile generates code for one dumped executable, given extra flags, in
+    reasonable time), the first compile stops at the configurations, and those of the dispatches whose
+    configuration IREE varies are checked before code is generated (`checked_configurations`).
     """
-    if not edits:
+    if not edits and compiles_alone is None:
         return compile_with(())
     with tempfile.TemporaryDirectory(prefix="effc-dispatch-configs-") as scratch:
         configs = (keep or Path(scratch)) / "dispatch-configs"
-        first = compile_with((f"{DUMP_FLAG}={configs / 'iree'}",))
+        if compiles_alone is None:
+            first = compile_with((f"{DUMP_FLAG}={configs / 'iree'}",))
+        else:
+            compile_with((CONFIGURE_ONLY, f"{DUMP_FLAG}={configs / 'iree'}", f"{SOURCES_FLAG}={configs / 'sources'}"))
         substitutions = substitution_flags(configs / "iree", edits, configs / "edited", strict=False)
-        if not substitutions:
+        if substitutions:
+            count = len(substitutions)
+            note(f"kernel configuration changed for {count} dispatch{'es' * (count != 1)} (dispatch_edits)")
+        if compiles_alone is not None:
+            substitutions = checked_configurations(configs, compiles_alone, note)
+        elif not substitutions:
             return first
-        count = len(substitutions)
-        note(f"kernel configuration changed for {count} dispatch{'es' * (count != 1)} (dispatch_edits)")
         return compile_with(substitutions)
+
+
+def stall_prone(configured: str) -> bool:
+    """A dispatch that stores one result twice as data-tiled operands (two `linalg.pack`s, a LayerNorm feeding a bf16
+    matmul and a residual): IREE 3.13's CPU configuration of it varies from run to run, and LLVM's x86 instruction
+    selection spins for minutes on one of its forms (bench/perf/NOTES.md, twenty-first session)."""
+    return len(re.findall(r"= linalg\.pack ", configured)) >= 2
+
+
+def stalling_form(configured: str) -> bool:
+    """The form of a stall-prone dispatch that LLVM spun on: its packs vectorized over several of their tiles at once
+    (MiniLM's LayerNorm: 128 and 16 tiles, against 1 and none in the form that compiles in a second)."""
+    steps = re.findall(r"= linalg\.pack [^\n]*vector_inner_parallel = \[([\d, ]+)\]", configured)
+    return any(int(step) > 1 for found in steps for step in found.split(","))
+
+
+def _dumped_in_stalling_form(folder: Path) -> bool:
+    dumped = next(folder.glob("configured_*.mlir"), None)
+    return dumped is not None and stalling_form(dumped.read_text())
+
+
+def _checked_configuration(configured: Path, configs: Path, compiles_alone: CompilesAlone) -> Path | None:
+    """A configuration of `configured`'s dispatch that compiles alone, or None (left to IREE). An edited one, or one
+    not in the stalling form, is tried as it is. Otherwise its source is configured again alone, up to
+    RECONFIGURE_ATTEMPTS times (IREE picks either form, alone too), each attempt stopped as soon as it dumps the
+    stalling form."""
+    edited = configs / "edited" / configured.name
+    if edited.exists():
+        return edited if compiles_alone(edited, (), None) else None
+    if not stalling_form(configured.read_text()):
+        return configured if compiles_alone(configured, (), None) else None
+    source = configs / "sources" / configured.name.removeprefix("configured_")
+    for attempt in range(RECONFIGURE_ATTEMPTS if source.exists() else 0):
+        fresh = configs / "reconfigured" / f"{configured.stem}-{attempt}"
+        if compiles_alone(source, (f"{DUMP_FLAG}={fresh}",), functools.partial(_dumped_in_stalling_form, fresh)):
+            return next(fresh.glob("configured_*.mlir"), None)
+    return None
+
+
+def checked_configurations(
+    configs: Path, compiles_alone: CompilesAlone, note: Callable[[str], None]
+) -> tuple[str, ...]:
+    """Substitution flags that fix every edited configuration and every stall-prone one that compiled alone, so that
+    the compile generates code from configurations known to compile."""
+    fixed = {executable_symbol(p.read_text()): p for p in (configs / "edited").glob("configured_*.mlir")}
+    prone = [p for p in sorted((configs / "iree").glob("configured_*.mlir")) if stall_prone(p.read_text())]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        checked = list(pool.map(lambda p: _checked_configuration(p, configs, compiles_alone), prone))
+    replaced = 0
+    for configured, chosen in zip(prone, checked, strict=True):
+        symbol = executable_symbol(configured.read_text())
+        if chosen is None:
+            fixed.pop(symbol, None)
+            continue
+        replaced += chosen.read_text() != configured.read_text()
+        fixed[symbol] = chosen
+    if replaced:
+        note(
+            f"{replaced} dispatch{'es' * (replaced != 1)} configured alone, not as in the whole module (IREE 3.13 "
+            "varies such a dispatch's configuration, and LLVM's x86 backend stalls on one form; bench/perf/NOTES.md)"
+        )
+    return tuple(f"{SUBSTITUTE_FLAG}={symbol}={path.resolve()}" for symbol, path in sorted(fixed.items()))
 
 
 def name_examples(dumped: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import os
 import re
 import shlex
 import subprocess
@@ -28,8 +29,9 @@ RUNTIME_DEVICE = {"llvm-cpu": "local-task", "cuda": "cuda"}
 # IREE 3.13 has no sm_90 entry in its known-target table; sm_80 PTX is JIT-compiled on Hopper.
 DEFAULT_CUDA_ARCH = "sm_80"
 # IREE 3.13's x86 backend sometimes spins for ~10 minutes in LLVM's instruction selection on a module it otherwise
-# compiles in seconds: about every other compile of MiniLM with bf16 matmuls, depending on the order in which LLVM
-# meets nodes, which changes from run to run (bench/perf/NOTES.md). So on llvm-cpu a second, identical iree-compile
+# compiles in seconds: about every other compile of MiniLM with bf16 matmuls, on one of two forms in which IREE
+# configures a dispatch from run to run (bench/perf/NOTES.md). `dispatch_configs.checked_configurations` avoids the one
+# form known to stall; as a backstop for others, on llvm-cpu a second, identical iree-compile
 # starts once the first has run this long (longer for larger inputs), a fresh one replaces it each time it has run
 # as long, and whichever finishes first is used. A compile that really takes that long only shares the machine.
 # Each runs without address randomization, under which the stall was rarer (`_fixed_addresses`).
@@ -206,6 +208,47 @@ def _first_to_finish(
             if attempt.process.poll() is None:
                 attempt.process.kill()
                 attempt.process.wait()
+
+
+# One dumped executable compiles in 0.2-1.8 s here (MiniLM's); a stalled one spins for minutes.
+ALONE_TIMEOUT_S = 15.0
+
+
+def executable_compiles(
+    executable: Path, extra: tuple[str, ...] = (), give_up: Callable[[], bool] | None = None, *, flags: tuple[str, ...]
+) -> bool:
+    """Whether iree-compile generates llvm-cpu code for one dumped executable (`--compile-mode=hal-executable`) within
+    ALONE_TIMEOUT_S, without address randomization (as effc's compiles run); False as soon as `give_up()` is true.
+    `extra`: flags for this compile only; `flags`: the module's, less those of a whole-module compile (dumps,
+    substitutions, phases)."""
+    from iree.compiler.tools.binaries import find_tool
+
+    kept = [f for f in flags if not f.startswith(_WHOLE_MODULE_ONLY)]
+    command = [find_tool("iree-compile"), str(executable), "--compile-mode=hal-executable", *target_flags("llvm-cpu")]
+    with _fixed_addresses():
+        process = subprocess.Popen(
+            [*command, *kept, *extra, "-o", os.devnull], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    deadline = time.monotonic() + ALONE_TIMEOUT_S
+    try:
+        while (code := process.poll()) is None:
+            if time.monotonic() > deadline or (give_up is not None and give_up()):
+                return False
+            time.sleep(0.05)
+        return code == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+_WHOLE_MODULE_ONLY = (
+    "--iree-input-type",
+    "--iree-hal-dump-",
+    "--iree-hal-substitute-",
+    "--compile-to",
+    "--dump-compilation-phases-to",
+)
 
 
 def iree_error(stderr: str, target: str, returncode: int) -> EffcError:

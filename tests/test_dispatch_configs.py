@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -11,13 +12,17 @@ import torch
 import effc
 from effc.compiler.dispatch_configs import (
     DUMP_FLAG,
+    SUBSTITUTE_FLAG,
     ConfigEdit,
     apply_edit,
+    checked_configurations,
     export_name,
+    stall_prone,
     substitution_flags,
     workgroup_count,
 )
 from effc.compiler.errors import EffcError
+from effc.compiler.iree_backend import executable_compiles
 
 
 class _Attention(torch.nn.Module):
@@ -219,3 +224,62 @@ def test_dash_o_on_llvm_cpu_gives_one_row_matmuls_a_dot_product_along_k(tmp_path
     )
     assert not any("dispatch_edits" in note for note in rows.notes)
     assert max(rows.compare()) < 1e-5
+
+
+DATA = Path(__file__).parent / "data"
+# The flags of MiniLM's `-O --matmul-precision medium` compile (its --save-temps iree-compile.sh), less the target's.
+_MEDIUM_CPU_FLAGS = (
+    "--iree-llvmcpu-reassociate-fp-reductions",
+    "--iree-dispatch-creation-data-tiling",
+    "--iree-llvmcpu-enable-ukernels=all",
+    "--iree-global-opt-demote-contraction-inputs-type=bf16",
+    "--iree-global-opt-demote-contraction-inputs-operations=all",
+    "--iree-llvmcpu-stack-allocation-limit=131072",
+)
+
+
+def test_a_dispatch_whose_module_configuration_stalls_llvm_is_configured_alone(tmp_path: Path) -> None:
+    """MiniLM's LayerNorm stored as a bf16 and an f32 pack, as IREE 3.13 configured it in the whole module: LLVM's x86
+    backend spins on it (no end within ALONE_TIMEOUT_S). Configured alone from its source, it compiles, and the
+    compile substitutes that configuration, with a note."""
+    stalling = DATA / "layernorm-two-packs.stalls.mlir"
+    assert stall_prone(stalling.read_text())
+    compiles = functools.partial(executable_compiles, flags=_MEDIUM_CPU_FLAGS)
+    assert not compiles(stalling)
+    configs = tmp_path / "dispatch-configs"
+    for folder, name, fixture in (
+        ("iree", "configured_module_main$async_dispatch_16.mlir", stalling),
+        ("sources", "module_main$async_dispatch_16.mlir", DATA / "layernorm-two-packs.source.mlir"),
+    ):
+        (configs / folder).mkdir(parents=True)
+        (configs / folder / name).write_text(fixture.read_text())
+    notes: list[str] = []
+    (flag,) = checked_configurations(configs, compiles, notes.append)
+    symbol, chosen = flag.removeprefix(f"{SUBSTITUTE_FLAG}=").split("=", 1)
+    assert symbol == "main$async_dispatch_16"
+    assert "vector_inner_parallel = [0, 128]" in stalling.read_text()
+    assert "vector_inner_parallel = [0, 128]" not in Path(chosen).read_text()
+    assert compiles(Path(chosen))
+    assert notes == [
+        "1 dispatch configured alone, not as in the whole module (IREE 3.13 varies such a dispatch's configuration, "
+        "and LLVM's x86 backend stalls on one form; bench/perf/NOTES.md)"
+    ]
+
+
+def test_bf16_matmuls_on_llvm_cpu_generate_code_from_configurations_dumped_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With bf16 demotion, iree-compile first stops at the configurations (sources dumped beside them), and the
+    module compiled from them matches torch within medium's tolerance."""
+    from effc.compiler import optimize
+    from effc.tests import model_zoo
+
+    monkeypatch.setattr(optimize, "has_bf16_dot", lambda: True)
+    model, inputs = model_zoo.bert()
+    compiled = effc.compile(
+        model, inputs, matmul_precision="medium", save_temps=tmp_path, **optimize.best_known("llvm-cpu")
+    )
+    assert compiled.matmul_precision == "medium"
+    assert list((tmp_path / "dispatch-configs" / "sources").glob("module_*.mlir"))
+    assert list((tmp_path / "dispatch-configs" / "iree").glob("configured_*.mlir"))
+    assert max(compiled.compare()) <= compiled.tolerance
