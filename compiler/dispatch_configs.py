@@ -29,7 +29,7 @@ DUMP_FLAG = "--iree-hal-dump-executable-configurations-to"
 SUBSTITUTE_FLAG = "--iree-hal-substitute-executable-configuration"
 SOURCES_FLAG = "--iree-hal-dump-executable-sources-to"
 CONFIGURE_ONLY = "--compile-to=executable-configurations"
-RECONFIGURE_ATTEMPTS = 8
+RECONFIGURE_ATTEMPTS = 16  # about half the attempts get the form that compiles; a stopped one costs ~0.5 s
 # Whether iree-compile generates code for one dumped executable, given extra flags, in reasonable time; polling the
 # callable (where given) stops it early when that returns True.
 CompilesAlone = Callable[[Path, tuple[str, ...], Callable[[], bool] | None], bool]
