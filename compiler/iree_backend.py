@@ -117,12 +117,15 @@ def compile_mlir(
     note: Callable[[str], None] | None = None,
 ) -> bytes:
     """Compile torch-dialect (or linalg) MLIR text to a .vmfb flatbuffer. `note` hears of a second compile
-    started beside a slow one (llvm-cpu, `hedge_after`)."""
+    started beside a slow one (llvm-cpu, `hedge_after`). A compile stopped early (`--compile-to`) runs for the dumps
+    its flags ask for: it returns nothing (its output is the whole module as text, weights included), and
+    `save_temps` records only the full compile."""
     flags = list(extra_flags or [])
-    if save_temps is not None:
+    stops_early = any(flag.startswith("--compile-to=") for flag in flags)
+    if save_temps is not None and not stops_early:
         flags.append(f"--dump-compilation-phases-to={save_temps / 'iree-phases'}")
     command = compile_command(target, cuda_arch=cuda_arch, input_type=input_type_of(mlir_text), extra_flags=flags)
-    if save_temps is not None:
+    if save_temps is not None and not stops_early:
         script = [*command[:1], str(save_temps / "02-after-passes.mlir"), *command[2:], "-o", "module.vmfb"]
         (save_temps / "iree-compile.sh").write_text(shlex.join(script) + "\n")
     hedge_after_s = hedge_after(target, flags, len(mlir_text))
@@ -136,7 +139,7 @@ def compile_mlir(
             raise EffcError(f"iree-compile did not finish within {timeout_s:.0f} s for target {target}") from None
         if returncode != 0:
             raise iree_error(stderr, target, returncode)
-        return output.read_bytes()
+        return b"" if stops_early else output.read_bytes()
 
 
 @dataclass(frozen=True)

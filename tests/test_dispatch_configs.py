@@ -270,7 +270,7 @@ def test_bf16_matmuls_on_llvm_cpu_generate_code_from_configurations_dumped_first
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """With bf16 demotion, iree-compile first stops at the configurations (sources dumped beside them), and the
-    module compiled from them matches torch within medium's tolerance."""
+    module compiled from them matches torch within medium's tolerance. --save-temps' script is the full compile's."""
     from effc.compiler import optimize
     from effc.tests import model_zoo
 
@@ -282,4 +282,6 @@ def test_bf16_matmuls_on_llvm_cpu_generate_code_from_configurations_dumped_first
     assert compiled.matmul_precision == "medium"
     assert list((tmp_path / "dispatch-configs" / "sources").glob("module_*.mlir"))
     assert list((tmp_path / "dispatch-configs" / "iree").glob("configured_*.mlir"))
+    script = (tmp_path / "iree-compile.sh").read_text()
+    assert "--iree-global-opt-demote-contraction-inputs-type=bf16" in script and "--compile-to" not in script
     assert max(compiled.compare()) <= compiled.tolerance
