@@ -44,6 +44,14 @@ def f32_matmul_tiles(
     )
 
 
+# IREE's mmt4d ukernels (the data-tiled matmuls), without its pack and unpack ones: where a data-tiled result is
+# unpacked after a fused epilogue (attention's q·kᵀ plus the mask), bufferizing IREE 3.13's `iree_uk_unpack` copies
+# every 16x16 tile out and back with scalar loads and stores, four times as long as the tile's dot products. MiniLM's
+# q·kᵀ dispatch 180 -> 39 us a launch; whole calls, alternating rounds on the Zen 4, outputs bit-identical: MiniLM
+# `medium` 7-11% faster, f32 4%, int8 1-2%, SmolLM2 prefill 2-3%, the decode step unchanged (NOTES.md, twenty-second
+# session).
+UKERNELS_FLAG = "--iree-llvmcpu-enable-ukernels=mmt4d"
+
 # Keyword arguments for `compile_model` per target.
 BEST_KNOWN: dict[str, dict[str, Any]] = {
     "llvm-cpu": {
@@ -68,7 +76,7 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
         # but got: 'i1'", the attention mask) and on some folded attention: optional, dropped with a note where IREE
         # rejects it. In f32 the decode step is faster without it in any case (37 vs 49 ms with GlobalOptimization's
         # data tiling, which compiles it; NOTES.md, seventh CPU session).
-        "optional_iree_flags": ("--iree-dispatch-creation-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
+        "optional_iree_flags": ("--iree-dispatch-creation-data-tiling", UKERNELS_FLAG),
         "dispatch_edits": (
             # One-row matmuls by an [N, K] weight (a decode step's projections, without data tiling): IREE 3.13 steps
             # 8 output columns by 8 of K, which LLVM turns into 8x8 transposes and one chain of dependent FMAs. One
@@ -144,7 +152,7 @@ MEDIUM_PRECISION: dict[str, tuple[str, ...]] = {
     "llvm-cpu": (
         *_DEMOTE_TO_BF16,
         "--iree-dispatch-creation-data-tiling",
-        "--iree-llvmcpu-enable-ukernels=all",
+        UKERNELS_FLAG,
         "--iree-llvmcpu-stack-allocation-limit=131072",
     ),
     "cuda": _DEMOTE_TO_BF16,
@@ -157,7 +165,7 @@ MEDIUM_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
     "llvm-cpu": (
         *_DEMOTE_TO_BF16,
         "--iree-global-opt-data-tiling",
-        "--iree-llvmcpu-enable-ukernels=all",
+        UKERNELS_FLAG,
         "--iree-llvmcpu-stack-allocation-limit=131072",
     ),
     "cuda": (),
@@ -167,16 +175,15 @@ MEDIUM_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
 # in place of `-O`'s from DispatchCreation: MiniLM 23.7 against 27.3 ms, SmolLM2 prefill 240 against 252 ms
 # (alternating rounds), and it compiles the decode step, whose boolean mask DispatchCreation's rejects (NOTES.md).
 INT8_PRECISION: dict[str, tuple[str, ...]] = {
-    "llvm-cpu": ("--iree-global-opt-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
+    "llvm-cpu": ("--iree-global-opt-data-tiling", UKERNELS_FLAG),
     "cuda": (),
 }
 INT8_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
-    "llvm-cpu": ("--iree-dispatch-creation-data-tiling", "--iree-llvmcpu-enable-ukernels=all"),
+    "llvm-cpu": ("--iree-dispatch-creation-data-tiling", UKERNELS_FLAG),
     "cuda": (),
 }
 # IREE's two places to data-tile; a module gets one of them.
 DATA_TILING_FLAGS = ("--iree-dispatch-creation-data-tiling", "--iree-global-opt-data-tiling")
-UKERNELS_FLAG = "--iree-llvmcpu-enable-ukernels=all"
 # On llvm-cpu, data tiling does not pay for f32 matmuls of one row (a decode step): six SmolLM2 FFN layers at one row
 # took 2.25 ms plain and 2.84 ms data-tiled, the SmolLM2 decode step 37 against 49 ms (NOTES.md, seventh CPU session).
 # DispatchCreation's data tiling also fails on the step's boolean mask, after 18 s of a 35 s compile.

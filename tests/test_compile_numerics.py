@@ -345,7 +345,7 @@ def test_f32_decode_step_leaves_data_tiling_out_instead_of_failing_on_the_mask(t
     inputs = (torch.randn(1, 32), torch.tensor([30]), torch.randn(1, 4, 48, 8), torch.randn(1, 4, 48, 8))
     compiled = effc.compile(_BoolMaskDecodeStep().eval(), inputs, save_temps=tmp_path, **best_known("llvm-cpu"))
     assert compiled.notes == [
-        "--iree-dispatch-creation-data-tiling --iree-llvmcpu-enable-ukernels=all left out: every matmul by a constant "
+        "--iree-dispatch-creation-data-tiling --iree-llvmcpu-enable-ukernels=mmt4d left out: every matmul by a constant "
         "weight has one row (a decode step), where data tiling does not pay on llvm-cpu",
         "kernel configuration changed for 2 dispatches (dispatch_edits)",
     ]

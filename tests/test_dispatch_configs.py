@@ -227,7 +227,8 @@ def test_dash_o_on_llvm_cpu_gives_one_row_matmuls_a_dot_product_along_k(tmp_path
 
 
 DATA = Path(__file__).parent / "data"
-# The flags of MiniLM's `-O --matmul-precision medium` compile (its --save-temps iree-compile.sh), less the target's.
+# The flags of MiniLM's `-O --matmul-precision medium` compile (its --save-temps iree-compile.sh), less the target's,
+# when the fixtures were captured (all ukernels then, as their target attribute says).
 _MEDIUM_CPU_FLAGS = (
     "--iree-llvmcpu-reassociate-fp-reductions",
     "--iree-dispatch-creation-data-tiling",
