@@ -1,8 +1,8 @@
-"""qgemm.c as an IREE custom dispatch against IREE's own int8 matmul, on MiniLM's three matmul shapes
-(bench/perf/NOTES.md, twenty-second session). Builds qgemm.c as an object for IREE's embedded ELF, compiles qgemm.mlir
-around it and, as the baseline, the same matmuls as linalg with constant weights under effc's int8 flags (data tiling,
-mmt4d ukernels). Checks both exactly against numpy and times whole calls through IREE's runtime in alternating rounds.
-Needs gcc and a CPU with AVX512-VNNI."""
+"""The `vpdpbusd` kernel as IREE custom dispatches against IREE's own int8 matmul, on MiniLM's three matmul shapes
+(bench/perf/NOTES.md, twenty-second session): qgemm.c built as an object for IREE's embedded ELF inside qgemm.mlir;
+the same kernel written in MLIR (mlir_kernel.py, launched from a torch-dialect function); and, as the baseline, the
+matmuls as linalg with constant weights under effc's int8 flags (data tiling, mmt4d ukernels). Checks all three exactly
+against numpy and times whole calls through IREE's runtime in alternating rounds. Needs gcc and AVX512-VNNI."""
 
 import statistics
 import subprocess
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from iree.compiler.tools import binaries
+from mlir_kernel import module as mlir_kernel_module
 
 HERE = Path(__file__).parent
 # No libc, no stack protector, position independent: what IREE's embedded ELF linker takes.
@@ -84,26 +85,43 @@ def main() -> None:
         baseline.write_text(
             "module @iree_int8 {" + "".join(linalg_matmul(m, weights[n, k]) for m, n, k in SHAPES) + "\n}\n"
         )
-        vnni, iree = load(rt, custom, ("--iree-llvmcpu-target-cpu=host",)), load(rt, baseline, INT8_FLAGS)
-    device = vnni.config.device
+        c_kernel, iree = load(rt, custom, ("--iree-llvmcpu-target-cpu=host",)), load(rt, baseline, INT8_FLAGS)
+        mlir_kernels = {}
+        for m, n, k in SHAPES:
+            source = Path(tmp) / f"mlir_kernel_{n}_{k}.mlir"
+            source.write_text(mlir_kernel_module(m, n, k))
+            mlir_kernels[n, k] = load(rt, source, ("--iree-input-type=torch",))
     for m, n, k in SHAPES:
         a, w = rng.integers(-127, 128, (m, k), dtype=np.int8), weights[n, k]
         reference = a.astype(np.int32) @ w.T.astype(np.int32)
-        custom_args = [rt.asdevicearray(device, a.reshape(-1)), rt.asdevicearray(device, packed_weights(w)), m, n, k]
-        baseline_args = [rt.asdevicearray(iree.config.device, a)]
-        qgemm, matmul = vnni.modules.qgemm["main"], iree.modules.iree_int8[f"mm_{n}_{k}"]
-        exact = (
-            np.array_equal(np.asarray(qgemm(*custom_args).to_host()).reshape(m, n), reference),
-            np.array_equal(np.asarray(matmul(*baseline_args).to_host()), reference),
-        )
-        rounds = [(median_call_s(matmul, baseline_args), median_call_s(qgemm, custom_args)) for _ in range(ROUNDS)]
-        ours, theirs = statistics.median(r[1] for r in rounds), statistics.median(r[0] for r in rounds)
-        ratio = statistics.median(r[0] / r[1] for r in rounds)
-        print(
-            f"{m}x{n}x{k}: exact {exact[0]} (IREE {exact[1]}); whole calls, median of {ROUNDS} rounds: vpdpbusd "
-            f"{ours * 1e6:.0f} us ({m * n * k / ours / 1e9:.0f} G multiply-adds/s), IREE's int8 {theirs * 1e6:.0f} us "
-            f"({m * n * k / theirs / 1e9:.0f}); IREE / vpdpbusd per round {ratio:.2f}"
-        )
+        packed = packed_weights(w)
+        on = c_kernel.config.device
+        calls = {
+            "IREE's int8": (iree.modules.iree_int8[f"mm_{n}_{k}"], [rt.asdevicearray(on, a)], (m, n)),
+            "C kernel": (
+                c_kernel.modules.qgemm["main"],
+                [rt.asdevicearray(on, a.reshape(-1)), rt.asdevicearray(on, packed), m, n, k],
+                (m, n),
+            ),
+            "MLIR kernel": (
+                mlir_kernels[n, k].modules.vnni_qgemm["main"],
+                [rt.asdevicearray(on, a), rt.asdevicearray(on, packed)],
+                (m, n),
+            ),
+        }
+        exact = {
+            name: np.array_equal(np.asarray(f(*args).to_host()).reshape(shape), reference)
+            for name, (f, args, shape) in calls.items()
+        }
+        rounds = [{name: median_call_s(f, args) for name, (f, args, _) in calls.items()} for _ in range(ROUNDS)]
+        line = [f"{m}x{n}x{k}, whole calls, median of {ROUNDS} rounds:"]
+        for name in calls:
+            median = statistics.median(r[name] for r in rounds)
+            ratio = statistics.median(r["IREE's int8"] / r[name] for r in rounds)
+            line.append(
+                f"{name} {median * 1e6:.0f} us ({m * n * k / median / 1e9:.0f} G/s, x{ratio:.2f}, exact {exact[name]})"
+            )
+        print(" ".join(line))
 
 
 if __name__ == "__main__":
