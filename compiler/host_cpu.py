@@ -44,6 +44,12 @@ def has_bf16_dot(cpuinfo_lines: list[str] | None = None) -> bool | None:
     return None if flags is None else bool(flags & BF16_DOT_FLAGS)
 
 
+def has_int8_dot_u8s8(cpuinfo_lines: list[str] | None = None) -> bool:
+    """Whether the CPU has AVX512-VNNI's u8 x s8 dot product (`vpdpbusd` on zmm), which effc-vnni-matmul's kernel
+    needs; False where that cannot be read."""
+    return "avx512_vnni" in (cpu_flags(cpuinfo_lines) or frozenset())
+
+
 def vector_isa(cpuinfo_lines: list[str] | None = None) -> str:
     """The widest vector instruction set of the CPU ("avx512", "avx2", "sve", "neon"; "" where unknown). Two
     CPUs of one marketing name ("AMD EPYC" in a VM) can differ in it, and with it in every timing."""

@@ -120,13 +120,21 @@ def compile_mlir(
     started beside a slow one (llvm-cpu, `hedge_after`). A compile stopped early (`--compile-to`) runs for the dumps
     its flags ask for: it returns nothing (its output is the whole module as text, weights included), and
     `save_temps` records only the full compile."""
+    from effc.passes.vnni_matmul import define_kernels
+
+    declared = mlir_text
+    mlir_text = define_kernels(mlir_text, target)  # effc's own kernels, declared by its passes (effc-vnni-matmul)
     flags = list(extra_flags or [])
     stops_early = any(flag.startswith("--compile-to=") for flag in flags)
     if save_temps is not None and not stops_early:
         flags.append(f"--dump-compilation-phases-to={save_temps / 'iree-phases'}")
     command = compile_command(target, cuda_arch=cuda_arch, input_type=input_type_of(mlir_text), extra_flags=flags)
     if save_temps is not None and not stops_early:
-        script = [*command[:1], str(save_temps / "02-after-passes.mlir"), *command[2:], "-o", "module.vmfb"]
+        source = save_temps / "02-after-passes.mlir"
+        if mlir_text is not declared:  # the script must compile the kernels' definitions too
+            source = save_temps / "03-with-kernels.mlir"
+            source.write_text(mlir_text, encoding="utf-8")
+        script = [*command[:1], str(source), *command[2:], "-o", "module.vmfb"]
         (save_temps / "iree-compile.sh").write_text(shlex.join(script) + "\n")
     hedge_after_s = hedge_after(target, flags, len(mlir_text))
     with tempfile.TemporaryDirectory(prefix="effc-iree-") as tmp:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from effc.compiler.dispatch_configs import ConfigEdit
 from effc.compiler.errors import EffcError
-from effc.compiler.host_cpu import cpu_model, has_bf16_dot
+from effc.compiler.host_cpu import cpu_model, has_bf16_dot, has_int8_dot_u8s8
 from effc.compiler.iree_backend import BF16_DEMOTION_FLAG, check_target
 
 _MMA_SYNC = r"mma_kind = #iree_gpu.mma_layout<NV_MMA_SYNC"
@@ -189,6 +189,10 @@ DATA_TILING_FLAGS = ("--iree-dispatch-creation-data-tiling", "--iree-global-opt-
 # DispatchCreation's data tiling also fails on the step's boolean mask, after 18 s of a 35 s compile.
 # The effc pipeline each precision adds after the user's passes.
 PRECISION_PIPELINE: dict[str, str] = {"int8": "builtin.module(effc-quantize-dynamic)"}
+# int8 on a CPU with AVX512-VNNI: effc's own kernel (u8 x s8 `vpdpbusd`, 64 multiply-adds an instruction) instead of
+# IREE 3.13's i16-pair tile (32): MiniLM's matmul shapes 1.4-2.0x as fast in whole calls, results bit-identical
+# (passes/vnni_matmul.py; NOTES.md, twenty-second session).
+VNNI_INT8_PIPELINE = "builtin.module(effc-quantize-dynamic,effc-vnni-matmul)"
 # "medium" on a CPU without bf16 dot products: matmul arithmetic stays f32, but one-row matmuls (a decode step, bound
 # by reading its weights) read their constant weights stored in bf16: SmolLM2's decode step 45.9 -> 26.9 ms under -O
 # on a Zen 3 (4.0x torch eager), its outputs 3.6e-3 off torch's f32 (NOTES.md, seventeenth CPU session).
@@ -277,6 +281,8 @@ def with_precision_passes(pipeline: str | None, precision: str, target: str) -> 
     bf16 weights for one-row matmuls on a CPU without bf16 dot products; "high"'s bf16 pieces on CUDA), unless it runs
     them itself, with options of its own (`effc-quantize-dynamic{smooth=...}`)."""
     extra = PRECISION_PIPELINE.get(precision)
+    if precision == "int8" and check_target(target) == "llvm-cpu" and has_int8_dot_u8s8():
+        extra = VNNI_INT8_PIPELINE
     if precision == "medium" and check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
         extra = NARROW_WEIGHTS_PIPELINE
     if precision == "high" and check_target(target) == "cuda":
@@ -285,6 +291,6 @@ def with_precision_passes(pipeline: str | None, precision: str, target: str) -> 
         return pipeline
     from effc.passes.pipeline import chain_pipelines, passes_in
 
-    if pipeline and set(passes_in(extra)) <= set(passes_in(pipeline)):
-        return pipeline
-    return chain_pipelines(pipeline, extra)
+    present = set(passes_in(pipeline)) if pipeline else set()
+    missing = [name for name in passes_in(extra) if name not in present]  # the precision's passes take no options
+    return chain_pipelines(pipeline, f"builtin.module({','.join(missing)})") if missing else pipeline

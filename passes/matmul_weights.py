@@ -73,22 +73,24 @@ def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
     return (op, transposed) if op is not None and op.name == "torch.vtensor.literal" else None
 
 
-def literal_array(literal: ir.Operation) -> np.ndarray | None:
-    """The values of an f32 literal. MLIR's Python bindings cannot read a `dense_resource` blob, so a module holding
-    only a copy of the literal is printed, and the blob read from its text: one weight's text at a time, where
-    printing the whole module held SmolLM2's 1 GB of text and 0.5 GB of blobs at once."""
+def literal_array(literal: ir.Operation, dtype: type[np.generic] = np.float32) -> np.ndarray | None:
+    """The values of an f32 literal (or of an int8 one, with `dtype=np.int8`). MLIR's Python bindings cannot read a
+    `dense_resource` blob, so a module holding only a copy of the literal is printed, and the blob read from its text:
+    one weight's text at a time, where printing the whole module held SmolLM2's 1 GB of text and 0.5 GB of blobs at
+    once."""
     attr = literal.attributes["value"]
     shape = ir.ShapedType(attr.type).shape
+    dense_type = ir.DenseIntElementsAttr if np.issubdtype(dtype, np.integer) else ir.DenseFPElementsAttr
     try:
-        dense = ir.DenseFPElementsAttr(attr)
+        dense = dense_type(attr)
     except ValueError:  # a dense_resource blob
         dense = None
     if dense is not None:
-        return np.array(dense, dtype=np.float32).reshape(shape)
+        return np.array(dense, dtype=dtype).reshape(shape)
     scratch = ir.Module.create(loc=literal.location)
     literal.clone(ip=ir.InsertionPoint(scratch.body))
     blobs = list(resource_blobs(scratch.operation.get_asm()).values())  # this literal's blob alone, if it has one
-    return np.frombuffer(blobs[0], dtype=np.float32).reshape(shape) if len(blobs) == 1 else None
+    return np.frombuffer(blobs[0], dtype=dtype).reshape(shape) if len(blobs) == 1 else None
 
 
 _ELEMENT_TYPES: dict[str, Callable[[], ir.Type]] = {

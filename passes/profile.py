@@ -379,6 +379,23 @@ def _other_cost(info: OpInfo) -> OpCost:
     return OpCost("other")
 
 
+def _is_kernel_call(op: ir.Operation) -> bool:
+    """A call of an effc kernel: effc-vnni-matmul's int8 matmul, declared in the module, defined for iree-compile."""
+    from effc.passes.vnni_matmul import KERNEL_PREFIX
+
+    return op.name == "func.call" and ir.FlatSymbolRefAttr(op.attributes["callee"]).value.startswith(KERNEL_PREFIX)
+
+
+def _kernel_call_cost(info: OpInfo) -> OpCost:
+    """The int8 matmul of rows [M, K] by packed [N * K] weights into [M, N]."""
+    out = info.out
+    assert out is not None
+    return OpCost("linear", flops=2 * math.prod(info.shape(0)) * out.shape[-1])
+
+
+HANDLERS["func.call"] = _kernel_call_cost  # `_is_kernel_call` picks the calls that are costed
+
+
 # ---- the pass ---------------------------------------------------------------------------------------
 
 
@@ -426,7 +443,7 @@ class ProfilePass(ModulePass):
         totals = _Totals()
 
         def visit(op: ir.Operation) -> ir.WalkResult:
-            if _is_costed(op.name):
+            if _is_costed(op.name) or _is_kernel_call(op):
                 totals.add(self._annotate(op, hardware))
             return ir.WalkResult.ADVANCE
 

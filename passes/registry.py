@@ -98,6 +98,12 @@ def _split_projections() -> type[ModulePass]:
     return SplitProjectionsPass
 
 
+def _vnni_matmul() -> type[ModulePass]:
+    from effc.passes.vnni_matmul import VnniMatmulPass
+
+    return VnniMatmulPass
+
+
 def _lower_to_linalg() -> type[ModulePass]:
     from effc.passes.lower import LowerToLinalgPass
 
@@ -121,6 +127,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-softmax-guard-from-max": _softmax_guard_from_max,
     "effc-split-bf16": _split_bf16,
     "effc-split-projections": _split_projections,
+    "effc-vnni-matmul": _vnni_matmul,
 }
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import effc
@@ -90,12 +91,19 @@ def test_the_pass_takes_alpha_from_its_option_else_the_file_else_the_default(tmp
     ]
 
 
-def test_a_pipeline_that_quantizes_itself_gets_no_second_quantization() -> None:
+@pytest.mark.parametrize("vnni", [False, True])
+def test_a_pipeline_that_quantizes_itself_gets_no_second_quantization(
+    monkeypatch: pytest.MonkeyPatch, vnni: bool
+) -> None:
+    """int8 adds what the pipeline lacks: the quantization, and on a host with AVX512-VNNI effc's kernel for it."""
+    monkeypatch.setattr("effc.compiler.optimize.has_int8_dot_u8s8", lambda: vnni)
+    kernel = ",effc-vnni-matmul" if vnni else ""
     own = "builtin.module(effc-quantize-dynamic{smooth=peaks.json alpha=0.5})"
-    assert with_precision_passes(own, "int8", "llvm-cpu") == own
+    assert with_precision_passes(own, "int8", "llvm-cpu") == own[:-1] + kernel + ")"
     assert with_precision_passes("builtin.module(canonicalize)", "int8", "llvm-cpu") == (
-        "builtin.module(canonicalize,effc-quantize-dynamic)"
+        f"builtin.module(canonicalize,effc-quantize-dynamic{kernel})"
     )
+    assert with_precision_passes(own, "int8", "cuda") == own
 
 
 def test_calibrate_records_every_linear_and_its_file_smooths_minilm(effc_cli: EffcCli, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The `vpdpbusd` kernel as IREE custom dispatches against IREE's own int8 matmul, on MiniLM's three matmul shapes
 (bench/perf/NOTES.md, twenty-second session): qgemm.c built as an object for IREE's embedded ELF inside qgemm.mlir;
-the same kernel written in MLIR (mlir_kernel.py, launched from a torch-dialect function); and, as the baseline, the
-matmuls as linalg with constant weights under effc's int8 flags (data tiling, mmt4d ukernels). Checks all three exactly
-against numpy and times whole calls through IREE's runtime in alternating rounds. Needs gcc and AVX512-VNNI."""
+effc-vnni-matmul's kernel, written in MLIR, called from a torch-dialect function (mlir_kernel.py); and, as the
+baseline, the matmuls as linalg with constant weights under effc's int8 flags (data tiling, mmt4d ukernels). Checks
+all three exactly against numpy and times whole calls through IREE's runtime in alternating rounds. Needs gcc and
+AVX512-VNNI."""
 
 import statistics
 import subprocess

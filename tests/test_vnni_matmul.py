@@ -1,0 +1,91 @@
+"""effc-vnni-matmul: effc's AVX512-VNNI int8 kernel in place of IREE's int8 matmuls (the IR: lit/effc-vnni-matmul.mlir)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import effc
+from effc.compiler.errors import EffcError
+from effc.compiler.host_cpu import has_int8_dot_u8s8
+from effc.passes.vnni_matmul import define_kernels, packed_weights
+
+needs_vnni = pytest.mark.skipif(not has_int8_dot_u8s8(), reason="the kernel runs on CPUs with AVX512-VNNI only")
+
+
+def test_weights_are_packed_as_the_kernel_reads_them() -> None:
+    """u8 (w + 128), in panels of 32 columns: [N/32][K/4][32][4], so a 64-byte load is 16 columns' four k."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (64, 8), dtype=np.int8)  # [N, K]
+    packed = packed_weights(w).view(np.uint8)
+    n, k = np.meshgrid(np.arange(64), np.arange(8), indexing="ij")
+    at = (n // 32) * 8 * 32 + (k // 4) * 128 + (n % 32) * 4 + k % 4
+    assert packed.shape == (64 * 8,)
+    assert np.array_equal(packed[at], (w.astype(np.int16) + 128).astype(np.uint8))
+
+
+class _Mlp(torch.nn.Module):
+    """Two Linears whose int8 matmuls fit the kernel (16 rows, 64 and 128 columns, K 128 and 64), one that does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down, self.head = torch.nn.Linear(64, 128), torch.nn.Linear(128, 64), torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.down(torch.relu(self.up(x))))
+
+
+@needs_vnni
+def test_the_kernel_gives_iree_int8_results_bit_for_bit() -> None:
+    """Integer products are exact, so the kernel's module computes what IREE's int8 matmuls compute, to the bit."""
+    torch.manual_seed(0)
+    model, x = _Mlp().eval(), torch.randn(16, 64)
+    ours = effc.compile(model, (x,), matmul_precision="int8")
+    assert 'effc.vnni_matmul = "2/3 matmuls on effc' in ours.mlir
+    iree_int8 = effc.compile(model, (x,), pipeline="builtin.module(effc-quantize-dynamic)")
+    assert "effc.vnni_matmul" not in iree_int8.mlir
+    (result,), (reference,) = ours.run(x.numpy()), iree_int8.run(x.numpy())
+    assert np.array_equal(result, reference)
+    assert 1e-4 < max(ours.compare()) <= ours.tolerance  # int8 rounding acted, within int8's tolerance
+
+
+@needs_vnni
+def test_save_temps_script_compiles_the_kernels_definitions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    effc.compile(_Mlp().eval(), (torch.randn(16, 64),), matmul_precision="int8", save_temps=tmp_path)
+    script = (tmp_path / "iree-compile.sh").read_text()
+    assert "03-with-kernels.mlir" in script
+    assert "stream.executable private @effc_vnni" in (tmp_path / "03-with-kernels.mlir").read_text()
+
+
+_DECLARED = (
+    "module {\n"
+    "  func.func private @effc_vnni_qgemm_8x64x64(!torch.vtensor<[8,64],si8>, !torch.vtensor<[4096],si8>) "
+    "-> !torch.vtensor<[8,64],si32>\n"
+    "}\n"
+)
+
+
+def test_kernels_are_defined_as_a_dispatch_of_the_executable_where_declared() -> None:
+    if not has_int8_dot_u8s8():
+        with pytest.raises(EffcError, match="cannot run on this host CPU"):
+            define_kernels(_DECLARED, "llvm-cpu")
+        return
+    defined = define_kernels(_DECLARED, "llvm-cpu")
+    assert defined.count("stream.executable private @effc_vnni") == 1
+    assert "flow.dispatch @effc_vnni::@matmul_u8s8[%n](%a, %w, %m, %n, %k)" in defined
+    assert "func.func private @effc_vnni_qgemm_8x64x64(%x: !torch.vtensor<[8,64],si8>" in defined
+    plain = "module {\n}\n"
+    assert define_kernels(plain, "llvm-cpu") is plain
+
+
+def test_kernels_on_another_target_are_an_error_that_says_what_to_drop() -> None:
+    with pytest.raises(EffcError) as raised:
+        define_kernels(_DECLARED, "cuda")
+    assert str(raised.value) == (
+        "effc-vnni-matmul's int8 kernel cannot run on target cuda: drop effc-vnni-matmul from the pipeline "
+        "(IREE's own int8 matmuls run without it)"
+    )
