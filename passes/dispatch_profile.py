@@ -211,13 +211,20 @@ def attribute(profile: HalProfile, mapping: dict[str, Counter[int]], ops: list[O
     keeps the locations of its first call site only; each launch computes the same ops on the same
     shapes, so the prediction is that site's estimate times the launches per call.
     """
+    from effc.passes.vnni_matmul import KERNEL_EXPORT
+
     by_id = {op.id: op for op in ops}
+    # effc's kernel (effc-vnni-matmul) is one executable for every shape, and its source carries no op tags: its
+    # dispatch computes every kernel call, the only calls effc-profile costs, each launched once.
+    kernel_calls = Counter(op.id for op in ops if op.name == "func.call")
     rows = []
     for timing in profile.dispatches:
-        tags = mapping.get(timing.name, Counter())
+        kernel = timing.name == KERNEL_EXPORT and not mapping.get(timing.name)
+        tags = kernel_calls if kernel else mapping.get(timing.name, Counter())
         op_ids = tuple(sorted(i for i in tags if i in by_id))
         root = max(op_ids, key=lambda i: (by_id[i].flops, by_id[i].est_time_s, tags[i]), default=None)
         launches = max(1, round(timing.launches / profile.calls))
+        estimate = sum(by_id[i].est_time_s for i in op_ids)
         rows.append(
             DispatchRow(
                 name=timing.name,
@@ -226,7 +233,7 @@ def attribute(profile: HalProfile, mapping: dict[str, Counter[int]], ops: list[O
                 op_class=dispatch_class(timing.name, by_id[root].op_class if root is not None else None),
                 root_op=root,
                 op_ids=op_ids,
-                est_time_s=launches * sum(by_id[i].est_time_s for i in op_ids),
+                est_time_s=estimate if kernel else launches * estimate,
             )
         )
     return rows

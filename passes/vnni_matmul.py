@@ -40,6 +40,8 @@ from effc.passes.site_rewrites import Skip, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.vnni_matmul"
 KERNEL_PREFIX = "effc_vnni_qgemm_"
+# The kernel's export: one executable for every shape (M, N and K are operands), so one dispatch name in a profile.
+KERNEL_EXPORT = "matmul_u8s8"
 TILE_ROWS, TILE_COLUMNS, K_STEP = 8, 64, 64  # rows per register tile, columns per workgroup, K per row-sum step
 # How torch-mlir prints the declarations `_rewrite` makes (with a location where debug info is printed).
 _DECLARATION = re.compile(
@@ -216,13 +218,13 @@ def kernel_executable() -> str:
     return "\n".join(
         [
             "  stream.executable private @effc_vnni {",
-            "    stream.executable.export public @matmul_u8s8 workgroups(%n: index) -> (index, index, index) {",
+            f"    stream.executable.export public @{KERNEL_EXPORT} workgroups(%n: index) -> (index, index, index) {{",
             f"      %panels = affine.apply affine_map<()[s0] -> (s0 ceildiv {TILE_COLUMNS})>()[%n]",
             "      %c1 = arith.constant 1 : index",
             "      stream.return %panels, %c1, %c1 : index, index, index",
             "    }",
             "    builtin.module {",
-            "      func.func @matmul_u8s8(%a_binding: !stream.binding, %w_binding: !stream.binding, "
+            f"      func.func @{KERNEL_EXPORT}(%a_binding: !stream.binding, %w_binding: !stream.binding, "
             "%c_binding: !stream.binding, %m: index, %n: index, %k: index) {",
             *("        " + line for line in body),
             "      }",
@@ -250,7 +252,7 @@ def _definition(found: re.Match[str]) -> str:
             f"  %m = arith.constant {m} : index",
             f"  %n = arith.constant {n} : index",
             f"  %k = arith.constant {k} : index",
-            "  %c = flow.dispatch @effc_vnni::@matmul_u8s8[%n](%a, %w, %m, %n, %k)",
+            f"  %c = flow.dispatch @effc_vnni::@{KERNEL_EXPORT}[%n](%a, %w, %m, %n, %k)",
             f"      : ({x}, {w}, index, index, index) -> {c}",
             f"  %y = torch_c.from_builtin_tensor %c : {c} -> {torch_c}",
             f"  return %y : {torch_c}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 import effc
 from effc.compiler.errors import EffcError
 from effc.compiler.host_cpu import has_int8_dot_u8s8
-from effc.passes.vnni_matmul import define_kernels, packed_weights
+from effc.passes.vnni_matmul import KERNEL_EXPORT, define_kernels, packed_weights
+from effc.tests.conftest import EffcCli
 
 needs_vnni = pytest.mark.skipif(not has_int8_dot_u8s8(), reason="the kernel runs on CPUs with AVX512-VNNI only")
 
@@ -36,6 +38,12 @@ class _Mlp(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.down(torch.relu(self.up(x))))
+
+
+def mlp() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """`_Mlp` as a factory for the CLI (effc.tests.test_vnni_matmul:mlp)."""
+    torch.manual_seed(0)
+    return _Mlp().eval(), (torch.randn(16, 64),)
 
 
 @needs_vnni
@@ -89,3 +97,15 @@ def test_kernels_on_another_target_are_an_error_that_says_what_to_drop() -> None
         "effc-vnni-matmul's int8 kernel cannot run on target cuda: drop effc-vnni-matmul from the pipeline "
         "(IREE's own int8 matmuls run without it)"
     )
+
+
+@needs_vnni
+def test_effc_profile_counts_the_kernel_dispatch_as_the_matmuls_it_runs(effc_cli: EffcCli, tmp_path: Path) -> None:
+    """One executable serves every shape and its source names no torch op: its row gets the kernel calls."""
+    args = ("effc.tests.test_vnni_matmul:mlp", "--matmul-precision", "int8", "--repetitions", "3")
+    result = effc_cli("profile", *args, "-o", str(tmp_path / "r"))
+    assert result.code == 0, result.err
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["dispatches"]
+    (kernel,) = [row for row in rows if row["name"] == KERNEL_EXPORT]
+    assert kernel["op_class"] == "linear" and kernel["launches"] == 2 and len(kernel["op_ids"]) == 2
+    assert kernel["root_op"] in kernel["op_ids"] and kernel["est_time_s"] > 0
