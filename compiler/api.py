@@ -122,6 +122,13 @@ def note_weight_rewrites(module: Any, stages: Stages) -> tuple[bool, bool]:
     return bool(narrowed), bool(split)
 
 
+def _runs_effc_kernels(module: Any) -> bool:
+    from effc.passes import vnni_matmul
+    from effc.passes.site_rewrites import acted_report
+
+    return bool(acted_report(module.operation, vnni_matmul.REPORT_ATTRIBUTE))
+
+
 def compile_model(
     model: Any,
     example_inputs: Any = None,
@@ -163,7 +170,8 @@ def compile_model(
     specs = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in inputs)
     stages = Stages(enabled=progress)
     flags = resolve_iree_flags(target, matmul_precision, iree_flags, optional_iree_flags, stages)
-    pipeline = with_precision_passes(pipeline, matmul_precision, target)
+    # effc's kernels are IREE custom dispatches, which torch-mlir's linalg pipeline cannot lower.
+    pipeline = with_precision_passes(pipeline, matmul_precision, target, for_iree=emit != "linalg")
     temps = Path(save_temps) if save_temps is not None else None
     if temps is not None:
         temps.mkdir(parents=True, exist_ok=True)
@@ -197,6 +205,11 @@ def compile_model(
         raise EffcError(
             "effc-split-bf16 masks bits with aten.view.dtype, which IREE's torch input lowers and torch-mlir's "
             "linalg pipeline does not: emit a vmfb (or mlir), or drop matmul precision 'high'"
+        )
+    if emit == "linalg" and _runs_effc_kernels(imported.module):
+        raise EffcError(
+            "effc-vnni-matmul's int8 kernel is an IREE custom dispatch, which torch-mlir's linalg pipeline cannot "
+            "lower: emit a vmfb (or mlir), or drop effc-vnni-matmul from the pipeline"
         )
     if emit == "linalg":
         from torch_mlir.compiler_utils import run_pipeline_with_repro_report

@@ -101,7 +101,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "(about 1e-2 relative error; MiniLM 1.8x faster on an AVX512-BF16 CPU); on a CPU without bf16 dot products "
         "it stays f32, with a note. 'int8': dynamic quantization as torch.ao's, matmuls by constant weights in int8 "
         "(weights per output channel, activations per row at run time; about 7%% relative error, weights 4x "
-        "smaller; on an AVX512-VNNI CPU on effc's own int8 kernel, effc-vnni-matmul; for LLMs, SmoothQuant: "
+        "smaller; AVX512-VNNI CPUs run them on effc's own kernel, effc-vnni-matmul; for LLMs, SmoothQuant: "
         "'effc quantize calibrate', then "
         "--pass-pipeline='builtin.module(effc-quantize-dynamic{smooth=FILE})'). Default: highest",
     )

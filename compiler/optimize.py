@@ -276,12 +276,13 @@ def without_one_row_data_tiling(
     return tuple(flag for flag in optional_flags if flag not in dropped)
 
 
-def with_precision_passes(pipeline: str | None, precision: str, target: str) -> str | None:
-    """`pipeline` followed by the effc passes that implement `precision` on `target` (int8's quantization; "medium"'s
-    bf16 weights for one-row matmuls on a CPU without bf16 dot products; "high"'s bf16 pieces on CUDA), unless it runs
-    them itself, with options of its own (`effc-quantize-dynamic{smooth=...}`)."""
+def with_precision_passes(pipeline: str | None, precision: str, target: str, *, for_iree: bool = True) -> str | None:
+    """`pipeline` followed by the effc passes that implement `precision` on `target` (int8's quantization, on an
+    AVX512-VNNI CPU with effc's kernel where the module goes to IREE, `for_iree`; "medium"'s bf16 weights for one-row
+    matmuls on a CPU without bf16 dot products; "high"'s bf16 pieces on CUDA), unless it runs them itself, with options
+    of its own (`effc-quantize-dynamic{smooth=...}`)."""
     extra = PRECISION_PIPELINE.get(precision)
-    if precision == "int8" and check_target(target) == "llvm-cpu" and has_int8_dot_u8s8():
+    if precision == "int8" and check_target(target) == "llvm-cpu" and for_iree and has_int8_dot_u8s8():
         extra = VNNI_INT8_PIPELINE
     if precision == "medium" and check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
         extra = NARROW_WEIGHTS_PIPELINE

@@ -12,6 +12,7 @@ import torch
 import effc
 from effc.compiler.errors import EffcError
 from effc.compiler.host_cpu import has_int8_dot_u8s8
+from effc.compiler.optimize import with_precision_passes
 from effc.passes.vnni_matmul import KERNEL_EXPORT, define_kernels, packed_weights
 from effc.tests.conftest import EffcCli
 
@@ -109,3 +110,25 @@ def test_effc_profile_counts_the_kernel_dispatch_as_the_matmuls_it_runs(effc_cli
     (kernel,) = [row for row in rows if row["name"] == KERNEL_EXPORT]
     assert kernel["op_class"] == "linear" and kernel["launches"] == 2 and len(kernel["op_ids"]) == 2
     assert kernel["root_op"] in kernel["op_ids"] and kernel["est_time_s"] > 0
+
+
+_INT8_MATMUL = """func.func @main(%x: !torch.vtensor<[8,64],si8>) -> !torch.vtensor<[8,64],si32> {
+  %w = torch.vtensor.literal(dense<3> : tensor<64x64xsi8>) : !torch.vtensor<[64,64],si8>
+  %y = torch.aten.mm %x, %w : !torch.vtensor<[8,64],si8>, !torch.vtensor<[64,64],si8> -> !torch.vtensor<[8,64],si32>
+  return %y : !torch.vtensor<[8,64],si32>
+}
+"""
+
+
+def test_linalg_output_refuses_the_kernel_and_int8_leaves_it_out(tmp_path: Path) -> None:
+    """The kernel is an IREE custom dispatch: torch-mlir's linalg pipeline cannot lower it, so emit='linalg' says so
+    where a pipeline asks for it, and int8 does not add it there."""
+    source = tmp_path / "int8_matmul.mlir"
+    source.write_text(_INT8_MATMUL)
+    with pytest.raises(EffcError) as raised:
+        effc.compile(str(source), pipeline="builtin.module(effc-vnni-matmul)", emit="linalg")
+    assert str(raised.value) == (
+        "effc-vnni-matmul's int8 kernel is an IREE custom dispatch, which torch-mlir's linalg pipeline cannot lower: "
+        "emit a vmfb (or mlir), or drop effc-vnni-matmul from the pipeline"
+    )
+    assert with_precision_passes(None, "int8", "llvm-cpu", for_iree=False) == "builtin.module(effc-quantize-dynamic)"

@@ -17,6 +17,8 @@ import numpy as np
 from iree.compiler.tools import binaries
 from mlir_kernel import module as mlir_kernel_module
 
+from effc.passes.vnni_matmul import packed_weights
+
 HERE = Path(__file__).parent
 # No libc, no stack protector, position independent: what IREE's embedded ELF linker takes.
 CFLAGS = ("-O3", "-march=native", "-ffreestanding", "-fno-builtin", "-fno-stack-protector", "-fPIC")
@@ -24,13 +26,6 @@ TARGET = ("--iree-hal-target-device=local", "--iree-hal-local-target-device-back
 INT8_FLAGS = ("--iree-llvmcpu-target-cpu=host", "--iree-global-opt-data-tiling", "--iree-llvmcpu-enable-ukernels=mmt4d")
 SHAPES = ((128, 1536, 384), (128, 384, 1536), (128, 384, 384))  # MiniLM's FFN up, FFN down, Q/K/V/O
 ROUNDS, CALLS = 30, 10
-
-
-def packed_weights(w: np.ndarray) -> np.ndarray:
-    """[N, K] s8 weights as qgemm.c reads them: u8 (w + 128) in panels [N/32][K/4][32][4]."""
-    n, k = w.shape
-    unsigned = (w.astype(np.int16) + 128).astype(np.uint8)
-    return unsigned.reshape(n // 32, 32, k // 4, 4).transpose(0, 2, 1, 3).reshape(-1).view(np.int8)
 
 
 def linalg_matmul(m: int, w: np.ndarray) -> str:
@@ -91,7 +86,7 @@ def main() -> None:
         for m, n, k in SHAPES:
             source = Path(tmp) / f"mlir_kernel_{n}_{k}.mlir"
             source.write_text(mlir_kernel_module(m, n, k))
-            mlir_kernels[n, k] = load(rt, source, ("--iree-input-type=torch",))
+            mlir_kernels[n, k] = load(rt, source, ("--iree-input-type=torch", "--iree-llvmcpu-target-cpu=host"))
     for m, n, k in SHAPES:
         a, w = rng.integers(-127, 128, (m, k), dtype=np.int8), weights[n, k]
         reference = a.astype(np.int32) @ w.T.astype(np.int32)
