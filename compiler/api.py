@@ -44,7 +44,6 @@ from effc.compiler.progress import Stages
 from effc.runtime.runner import relative_error, run_vmfb
 
 Emit = Literal["torch", "linalg", "vmfb"]
-LINALG_PIPELINE = "builtin.module(torch-backend-to-linalg-on-tensors-backend-pipeline)"
 
 
 @dataclass
@@ -214,8 +213,11 @@ def compile_model(
     if emit == "linalg":
         from torch_mlir.compiler_utils import run_pipeline_with_repro_report
 
+        from effc.passes.lower import LowerToLinalgPass
+
         with stages.stage("lower to linalg-on-tensors"):
-            run_pipeline_with_repro_report(imported.module, LINALG_PIPELINE, "Lowering Torch Backend IR -> Linalg")
+            linalg = f"builtin.module({LowerToLinalgPass().upstream_pipeline()})"
+            run_pipeline_with_repro_report(imported.module, linalg, "Lowering Torch Backend IR -> Linalg")
     mlir = str(imported.module)
     if temps is not None:
         (temps / "02-after-passes.mlir").write_text(mlir)

@@ -21,8 +21,9 @@ class LowerToLinalgPass(UpstreamPipelinePass):
     name = "effc-lower-to-linalg"
     description = (
         "Lower a torch-backend-contract module (stage 2) to linalg-on-tensors (stage 3), IREE's input, "
-        "with torch-mlir's torch-backend-to-linalg-on-tensors-backend-pipeline. Ops with no lowering "
-        "fail with torch-mlir's 'failed to legalize operation' errors at their source locations."
+        "with torch-mlir's torch-backend-to-linalg-on-tensors-backend-pipeline, after decomposing what effc's "
+        "torch-level passes wrote (aten.amax, aten.clamp_min: ops the linalg lowering takes only decomposed). Ops "
+        "with no lowering fail with torch-mlir's 'failed to legalize operation' errors at their source locations."
     )
 
     allow_non_finites: bool = dataclasses.field(
@@ -32,4 +33,7 @@ class LowerToLinalgPass(UpstreamPipelinePass):
 
     def upstream_pipeline(self) -> str:
         flag = "true" if self.allow_non_finites else "false"
-        return f"torch-backend-to-linalg-on-tensors-backend-pipeline{{allow-non-finites={flag}}}"
+        return (
+            "func.func(torch-decompose-complex-ops),"
+            f"torch-backend-to-linalg-on-tensors-backend-pipeline{{allow-non-finites={flag}}}"
+        )

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 import effc
+from effc.compiler.api import CHECK_TOLERANCE
 from effc.compiler.errors import EffcError
-from effc.runtime.runner import relative_error
+from effc.compiler.iree_backend import compile_mlir
+from effc.runtime.runner import relative_error, run_vmfb
 from effc.tests import model_zoo
 
 TOLERANCE = 1e-4
@@ -413,6 +415,18 @@ def test_split_bf16_refuses_linalg_output_in_one_line() -> None:
     model, inputs = model_zoo.mlp()
     with pytest.raises(EffcError, match=r"^effc-split-bf16 masks bits with aten.view.dtype, which IREE's torch input"):
         effc.compile(model, inputs, target="cuda", matmul_precision="high", emit="linalg")
+
+
+def test_int8_linalg_output_lowers_and_runs_in_iree() -> None:
+    """int8's quantizing ops (aten.amax, aten.clamp_min) reach torch-mlir's linalg lowering only decomposed: the
+    linalg text has no torch op left, and compiled by IREE it matches torch within int8's tolerance."""
+    model, inputs = model_zoo.mlp()
+    compiled = effc.compile(model, inputs, matmul_precision="int8", emit="linalg")
+    assert " torch." not in compiled.mlir and "linalg.matmul" in compiled.mlir
+    (out,) = run_vmfb(compile_mlir(compiled.mlir), [t.numpy() for t in inputs])
+    with torch.no_grad():
+        expected = model(*inputs).numpy()
+    assert 1e-4 < relative_error(out, expected) <= CHECK_TOLERANCE["int8"]
 
 
 def test_high_precision_stays_f32_with_a_note_on_llvm_cpu() -> None:

@@ -46,7 +46,7 @@
 // func.func run (the bindings abort on nested Python passes).
 // RUN: effc-opt %s --pass-pipeline='builtin.module(func.func(cse,effc-lower-to-linalg,canonicalize))' \
 // RUN:   --dump-pass-pipeline 2>&1 | FileCheck %s --check-prefix=HOIST
-// HOIST: {{^builtin.module\(func.func\(cse\),func.func\(torch-restructure-non-constant-axes\)}}
+// HOIST: {{^builtin.module\(func.func\(cse\),func.func\(torch-decompose-complex-ops\{\}\),func.func\(torch-restructure-non-constant-axes\)}}
 // HOIST-SAME: torch-verify-linalg-on-tensors-backend-contract,func.func(canonicalize{{.*}}))
 // HOIST-LABEL: func.func @relu(%arg0: tensor<2x3xf32>) -> tensor<2x3xf32>
 // HOIST: linalg.generic
@@ -57,7 +57,7 @@
 // options round-trip through the PassManager's own printing.
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-profile{target=h100-sxm tf32},effc-lower-to-linalg,canonicalize)' \
 // RUN:   --dump-pass-pipeline 2>&1 | FileCheck %s --check-prefix=STAGES
-// STAGES: {{^builtin.module\(effc-profile\{target=h100-sxm tf32=true\},func.func\(torch-restructure-non-constant-axes\)}}
+// STAGES: {{^builtin.module\(effc-profile\{target=h100-sxm tf32=true\},func.func\(torch-decompose-complex-ops\{\}\),func.func\(torch-restructure-non-constant-axes\)}}
 // STAGES-SAME: torch-verify-linalg-on-tensors-backend-contract,canonicalize{{.*}})
 // STAGES: module attributes {{.*}}effc.profile.class_share
 // STAGES-LABEL: func.func @relu(%arg0: tensor<2x3xf32>) -> tensor<2x3xf32>
