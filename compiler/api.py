@@ -326,11 +326,15 @@ def iree_compile(
     optional flags that can pay on `module`, dropped or replaced by the precision's fallback where IREE rejects them,
     then `dispatch_edits` (a second compile where they match). `before_each` runs before every iree-compile (to clear
     what an earlier attempt dumped). Returns the module and the demotion flags that took effect."""
-    optional = flags.optional
-    if not flags.precision:  # int8 and bf16 data-tile to pay; f32 only where a weight matmul has more than one row
-        from effc.passes.matmul_weights import weight_matmul_rows
+    from effc.passes.matmul_weights import weight_matmul_rows
+    from effc.passes.vnni_matmul import kernel_call_rows
 
-        rows = weight_matmul_rows(module.operation)
+    optional = flags.optional
+    # int8 and bf16 data-tile to pay; f32, and int8 on effc's kernel (which IREE does not tile), only where a weight
+    # matmul has more than one row: a decode step's attention reads its KV cache once, where packing it reads it twice.
+    kernel_rows = kernel_call_rows(module.operation)
+    if not flags.precision or kernel_rows:
+        rows = weight_matmul_rows(module.operation) + kernel_rows
         optional = without_one_row_data_tiling(optional, flags.target, rows, flags.stages.note)
 
     def with_flags(chosen: tuple[str, ...]) -> bytes:

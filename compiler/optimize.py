@@ -66,7 +66,13 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
         # GELU's erf as one rational function instead of IREE's piecewise one (as accurate as torch's f32 GELU):
         # MiniLM's up-projection and GELU with the down-projection 867 -> 828 us in bf16, 1743 -> 1704 us in f32
         # (Zen 4, 30 alternating rounds; NOTES.md, twenty-first session).
-        "pipeline": "builtin.module(effc-hoist-softmax-guard,effc-move-matmul-scale,effc-rational-gelu)",
+        # A decode step's attention matmuls split over cat([KV cache, new row]), so the cache is not copied into a new
+        # tensor every layer: SmolLM2's f32 step 27.8 -> 23.1 ms of dispatch time (Zen 4; NOTES.md, twenty-third
+        # session). After effc-move-matmul-scale, which takes the keys' scale from between the cat and the matmul.
+        "pipeline": (
+            "builtin.module(effc-hoist-softmax-guard,effc-move-matmul-scale,effc-rational-gelu,"
+            "effc-split-concat-matmul)"
+        ),
         # Row reductions (softmax, LayerNorm) as vector code instead of in-order scalar sums and NaN-checking maxes:
         # the attention block's softmax 32.1 -> 24.7 ms. In one run of the whole set (2-core CPU, freed memory kept)
         # every workload was 3-9% faster, the block 154.8 -> 140.7 ms (NOTES.md, eighth CPU session). Only the

@@ -92,6 +92,12 @@ def _split_bf16() -> type[ModulePass]:
     return SplitBf16Pass
 
 
+def _split_concat_matmul() -> type[ModulePass]:
+    from effc.passes.split_concat_matmul import SplitConcatMatmulPass
+
+    return SplitConcatMatmulPass
+
+
 def _split_projections() -> type[ModulePass]:
     from effc.passes.split_projections import SplitProjectionsPass
 
@@ -126,6 +132,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-read-taps": _read_taps,
     "effc-softmax-guard-from-max": _softmax_guard_from_max,
     "effc-split-bf16": _split_bf16,
+    "effc-split-concat-matmul": _split_concat_matmul,
     "effc-split-projections": _split_projections,
     "effc-vnni-matmul": _vnni_matmul,
 }

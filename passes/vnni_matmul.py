@@ -8,14 +8,15 @@ unsigned operand, so the weights are stored as u8 (w + 128) and 128 times each a
     C[m][n] = sum_k x[m][k] * (W[n][k] + 128) - 128 * sum_k x[m][k]
 
 Each `aten.mm` of int8 rows by an int8 constant (what effc-quantize-dynamic makes) whose shape fits the kernel's
-tiles (rows a multiple of 8, columns of 64, K of 64) becomes a call of `@effc_vnni_qgemm_MxNxK`, declared here, with
+tiles (columns a multiple of 64, K of 64; any rows) becomes a call of `@effc_vnni_qgemm_MxNxK`, declared here, with
 the weights packed in numpy into panels of 32 columns, [N/32][K/4][32][4], so that one 64-byte load holds 16
 columns' four consecutive k. `define_kernels` turns the declarations into definitions when the module goes to iree-
 compile (as text: torch-mlir's bindings do not know IREE's dialects): a `flow.dispatch` of a stream executable whose
 function is the kernel, written in MLIR (scf loops, vector loads, `vpdpbusd` as an LLVM intrinsic), one workgroup
-per 64 output columns, an 8x32 register tile. So no C compiler is involved, and IREE still fuses the quantizing and
-rescaling around it. The results are exactly those of IREE's int8 matmul (integer arithmetic). Measured on MiniLM's
-shapes, whole calls: 1.4-2.0x IREE's int8 matmul (bench/perf/NOTES.md, twenty-second session).
+per 64 output columns, an 8x32 register tile (the rows left over, or a decode step's one, in 1x32 tiles). So no C
+compiler is involved, and IREE still fuses the quantizing and rescaling around it. The results are exactly those of
+IREE's int8 matmul (integer arithmetic). Measured on MiniLM's shapes, whole calls: 1.4-2.0x IREE's int8 matmul
+(bench/perf/NOTES.md, twenty-second session).
 
 Only for llvm-cpu on a host with AVX512-VNNI (`--matmul-precision int8` adds it there). Left as they are, counted
 in the module attribute `effc.vnni_matmul`: matmuls that are not int8 by an int8 constant, or do not fit the tiles.
@@ -90,8 +91,8 @@ def _rewrite(module: ir.Operation, mm: ir.Operation) -> None:
         raise Skip("dynamic shape")
     literal = _int8_literal(mm.operands[1])
     (m, k), n = x.shape, w.shape[1]
-    if m % TILE_ROWS or n % TILE_COLUMNS or k % K_STEP:
-        raise Skip(f"shape not a multiple of the kernel's tiles (rows {TILE_ROWS}, columns {TILE_COLUMNS}, K {K_STEP})")
+    if n % TILE_COLUMNS or k % K_STEP:
+        raise Skip(f"shape not a multiple of the kernel's tiles (columns {TILE_COLUMNS}, K {K_STEP})")
     weights = literal_array(literal, np.int8)
     if weights is None:
         raise Skip("weight data not in the module")
@@ -123,10 +124,25 @@ def vnni_matmul_module(module: ir.Operation) -> str:
         )
 
 
-def _row_offsets() -> list[str]:
+def kernel_call_rows(module: ir.Operation) -> list[int]:
+    """The rows of each call of the kernel in `module` (a builtin.module op): all 1 in a decode step."""
+    rows = []
+    with module.context:
+        for _, _, block in functions(module):
+            for op in block.operations:
+                call = op.operation
+                if call.name != "func.call":
+                    continue
+                x = tensor_type(call.operands[0])
+                if ir.FlatSymbolRefAttr(call.attributes["callee"]).value.startswith(KERNEL_PREFIX) and x is not None:
+                    rows.append(x.shape[0])
+    return rows
+
+
+def _row_offsets(rows: int) -> list[str]:
     """128 times each tile row's sum, broadcast (the weights' +128 offset in every output), from `vpdpbusd` by ones."""
     lines = []
-    for r in range(TILE_ROWS):
+    for r in range(rows):
         lines += [
             f"%r{r} = arith.constant {r} : index",
             f"%row{r} = arith.addi %m0, %r{r} : index",
@@ -145,9 +161,10 @@ def _row_offsets() -> list[str]:
     return lines
 
 
-def _tile() -> list[str]:
-    """The 8x32 tile at columns %nt: K/4 steps of two 64-byte weight loads, 8 broadcasts and 16 `vpdpbusd`."""
-    halves = [(r, h) for r in range(TILE_ROWS) for h in range(2)]
+def _tile(rows: int) -> list[str]:
+    """The rows x 32 tile at columns %nt: K/4 steps of two 64-byte weight loads, `rows` broadcasts and 2 x `rows`
+    `vpdpbusd`."""
+    halves = [(r, h) for r in range(rows) for h in range(2)]
     types = ", ".join(["vector<16xi32>"] * len(halves))
     starts = ", ".join(f"%acc{r}_{h} = %zeros" for r, h in halves)
     lines = [
@@ -160,7 +177,7 @@ def _tile() -> list[str]:
         "  %w0 = vector.load %w[%w_at0] : memref<?xi8>, vector<64xi8>",
         "  %w1 = vector.load %w[%w_at1] : memref<?xi8>, vector<64xi8>",
     ]
-    for r in range(TILE_ROWS):
+    for r in range(rows):
         lines += [
             f"  %x_at{r} = arith.addi %a_row{r}, %kk : index",
             f"  %x4_{r} = vector.load %a[%x_at{r}] : memref<?xi8>, vector<4xi8>",
@@ -184,11 +201,24 @@ def _tile() -> list[str]:
     return lines
 
 
+def _row_tiles(rows: int, first: str, last: str) -> list[str]:
+    """Rows `first` to `last` (SSA index names) in tiles of `rows`, over the workgroup's columns."""
+    return [
+        f"scf.for %m0 = {first} to {last} step %c{rows} {{",
+        *("  " + line for line in _row_offsets(rows)),
+        "  scf.for %nt = %n0 to %n1 step %c32 {",
+        *("    " + line for line in _tile(rows)),
+        "  }",
+        "}",
+    ]
+
+
 def kernel_executable() -> str:
     """`stream.executable @effc_vnni` exporting `@matmul_u8s8(a, packed w, c, m, n, k)` (a name with "matmul": the
     profiler counts it as one): a workgroup per 64 columns."""
     body = [
         "%c0 = arith.constant 0 : index",
+        "%c1 = arith.constant 1 : index",
         "%c4 = arith.constant 4 : index",
         "%c8 = arith.constant 8 : index",
         "%c16 = arith.constant 16 : index",
@@ -207,12 +237,11 @@ def kernel_executable() -> str:
         "%a = stream.binding.subspan %a_binding[%c0] : !stream.binding -> memref<?xi8>{%mk}",
         "%w = stream.binding.subspan %w_binding[%c0] : !stream.binding -> memref<?xi8>{%nk}",
         "%c = stream.binding.subspan %c_binding[%c0] : !stream.binding -> memref<?xi32>{%mn}",
-        "scf.for %m0 = %c0 to %m step %c8 {",
-        *("  " + line for line in _row_offsets()),
-        "  scf.for %nt = %n0 to %n1 step %c32 {",
-        *("    " + line for line in _tile()),
-        "  }",
-        "}",
+        # Whole 8-row tiles, then the rows left (fewer than 8, or a decode step's one) one at a time.
+        "%m_tiles = arith.divui %m, %c8 : index",
+        "%m_tiled = arith.muli %m_tiles, %c8 : index",
+        *_row_tiles(TILE_ROWS, "%c0", "%m_tiled"),
+        *_row_tiles(1, "%m_tiled", "%m"),
         "return",
     ]
     return "\n".join(

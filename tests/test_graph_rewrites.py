@@ -139,6 +139,40 @@ def test_move_matmul_scale_scales_the_query_row_instead_of_the_cache() -> None:
     assert max(moved.compare()) < 1e-6
 
 
+def test_split_concat_matmul_reads_the_cache_where_it_is() -> None:
+    """After the keys' scale has moved to q, both attention matmuls read cat([cache, new row]) through shape ops
+    only: each splits into matmuls of the parts, no concatenated cache is left, and the output stays torch's."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 3, 1, 8) for _ in range(3))
+    k_cache, v_cache = torch.randn(1, 3, 20, 8), torch.randn(1, 3, 20, 8)
+    pipeline = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)"
+    inputs = (q, k_cache, v_cache, k, v)
+    compiled = compile_model(CachedAttention(), inputs, attention="decomposed", pipeline=pipeline)
+    assert 'effc.split_concat_matmul = "2/2 matmuls of a concatenation split into matmuls of its parts"' in compiled.mlir
+    assert _results(compiled.mlir, "torch.aten.cat") == ["!torch.vtensor<[3,1,21],f32>"]  # the scores, not the cache
+    assert _results(compiled.mlir, "torch.aten.bmm") == [
+        "!torch.vtensor<[3,1,20],f32>",
+        "!torch.vtensor<[3,1,1],f32>",
+        "!torch.vtensor<[3,1,8],f32>",
+        "!torch.vtensor<[3,1,8],f32>",
+    ]
+    assert max(compiled.compare()) < 1e-6
+
+
+def test_optimized_decode_step_splits_every_layers_attention_over_its_cache() -> None:
+    """`-O` on a LLaMA decode step with grouped KV heads (repeat_kv folded): every layer's two attention matmuls
+    read the cache in place, and the step's logits and new KV rows stay torch's."""
+    from effc.compiler.optimize import best_known
+    from effc.passes.chai_decode import DecodeStep
+
+    wrapper, inputs = model_zoo.llama_gqa()
+    caches = [torch.randn(1, 2, 16, 16) for _ in range(4)]  # 2 layers' K and V: 2 KV heads, 16 positions, d 16
+    step = (inputs[0][:, :1], torch.tensor([12]), *caches)
+    compiled = compile_model(DecodeStep(wrapper.model).eval(), step, **best_known("llvm-cpu"))
+    assert 'effc.split_concat_matmul = "4/4 matmuls of a concatenation split' in compiled.mlir
+    assert max(compiled.compare()) < 1e-5
+
+
 def test_optimize_adds_its_pass_to_the_users_from_the_cli(effc_cli: EffcCli, tmp_path: Path) -> None:
     model, _ = model_zoo.bert()
     directory = tmp_path / "tiny-bert"

@@ -48,10 +48,12 @@ def mlp() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
 
 
 @needs_vnni
-def test_the_kernel_gives_iree_int8_results_bit_for_bit() -> None:
-    """Integer products are exact, so the kernel's module computes what IREE's int8 matmuls compute, to the bit."""
+@pytest.mark.parametrize("rows", [16, 13, 1])
+def test_the_kernel_gives_iree_int8_results_bit_for_bit(rows: int) -> None:
+    """Integer products are exact, so the kernel's module computes what IREE's int8 matmuls compute, to the bit: in
+    8-row tiles, in the rows left over one at a time (13 = 8 + 5), and for a decode step's one row."""
     torch.manual_seed(0)
-    model, x = _Mlp().eval(), torch.randn(16, 64)
+    model, x = _Mlp().eval(), torch.randn(rows, 64)
     ours = effc.compile(model, (x,), matmul_precision="int8")
     assert 'effc.vnni_matmul = "2/3 matmuls on effc' in ours.mlir
     iree_int8 = effc.compile(model, (x,), pipeline="builtin.module(effc-quantize-dynamic)")
@@ -59,6 +61,22 @@ def test_the_kernel_gives_iree_int8_results_bit_for_bit() -> None:
     (result,), (reference,) = ours.run(x.numpy()), iree_int8.run(x.numpy())
     assert np.array_equal(result, reference)
     assert 1e-4 < max(ours.compare()) <= ours.tolerance  # int8 rounding acted, within int8's tolerance
+
+
+@needs_vnni
+def test_one_row_kernel_calls_leave_data_tiling_out_under_dash_o(tmp_path: Path) -> None:
+    """With every int8 matmul on the kernel and one row (a decode step), IREE's data tiling would only pack the
+    attention's KV cache on every call: `-O` leaves it out, with a note, and the results stay IREE int8's."""
+    from effc.compiler.optimize import best_known
+
+    torch.manual_seed(0)
+    model, x = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.Linear(128, 64)).eval(), torch.randn(1, 64)
+    compiled = effc.compile(model, (x,), matmul_precision="int8", save_temps=tmp_path, **best_known("llvm-cpu"))
+    assert 'effc.vnni_matmul = "2/2 matmuls on effc' in compiled.mlir
+    assert any("left out: every matmul by a constant weight has one row" in note for note in compiled.notes)
+    assert "data-tiling" not in (tmp_path / "iree-compile.sh").read_text()
+    iree_int8 = effc.compile(model, (x,), pipeline="builtin.module(effc-quantize-dynamic)")
+    assert np.array_equal(compiled.run(x.numpy())[0], iree_int8.run(x.numpy())[0])
 
 
 @needs_vnni

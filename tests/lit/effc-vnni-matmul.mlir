@@ -1,5 +1,5 @@
 // effc-vnni-matmul: an int8 x int8 -> int32 aten.mm by an int8 constant (effc-quantize-dynamic's form) whose shape fits
-// the kernel's tiles (rows a multiple of 8, columns of 64, K of 64) becomes a call of @effc_vnni_qgemm_MxNxK, declared
+// the kernel's tiles (columns a multiple of 64, K of 64; any rows) becomes a call of @effc_vnni_qgemm_MxNxK, declared
 // once per shape, with the weights packed for the kernel: u8 (w + 128) in panels [N/32][K/4][32][4], flattened. The
 // definitions (a flow.dispatch of effc's AVX512-VNNI kernel) are added as text when the module goes to iree-compile.
 // Matmuls that are not int8, by activations, or of other shapes are left, counted by reason in effc.vnni_matmul.
@@ -11,7 +11,7 @@
 // PROFILE-LABEL: func.func @fits(
 // PROFILE:         call @effc_vnni_qgemm_8x64x64({{.*}}) {effc.bytes_read = 4608 : i64, effc.bytes_written = 2048 : i64, {{.*}}effc.flops = 65536 : i64, {{.*}}effc.op_class = "linear"}
 
-// CHECK: module attributes {effc.vnni_matmul = "2/5 matmuls on effc's AVX512-VNNI int8 kernel; left: not int8 x int8 -> int32 (1), shape not a multiple of the kernel's tiles (rows 8, columns 64, K 64) (1), weight not an int8 constant (1)"}
+// CHECK: module attributes {effc.vnni_matmul = "3/6 matmuls on effc's AVX512-VNNI int8 kernel; left: not int8 x int8 -> int32 (1), shape not a multiple of the kernel's tiles (columns 64, K 64) (1), weight not an int8 constant (1)"}
 
 // CHECK-LABEL: func.func @fits(
 // CHECK-SAME:    %[[X:.*]]: !torch.vtensor<[8,64],si8>
@@ -32,6 +32,15 @@ func.func @same_shape(%x: !torch.vtensor<[8,64],si8>) -> !torch.vtensor<[8,64],s
   %w = torch.vtensor.literal(dense<-2> : tensor<64x64xsi8>) : !torch.vtensor<[64,64],si8>
   %y = torch.aten.mm %x, %w : !torch.vtensor<[8,64],si8>, !torch.vtensor<[64,64],si8> -> !torch.vtensor<[8,64],si32>
   return %y : !torch.vtensor<[8,64],si32>
+}
+
+// Rows need not fill the kernel's 8-row tiles (a decode step has one): 5 rows are rewritten too.
+// CHECK-LABEL: func.func @odd_rows(
+// CHECK:         call @effc_vnni_qgemm_5x64x64(
+func.func @odd_rows(%x: !torch.vtensor<[5,64],si8>) -> !torch.vtensor<[5,64],si32> {
+  %w = torch.vtensor.literal(dense<1> : tensor<64x64xsi8>) : !torch.vtensor<[64,64],si8>
+  %y = torch.aten.mm %x, %w : !torch.vtensor<[5,64],si8>, !torch.vtensor<[64,64],si8> -> !torch.vtensor<[5,64],si32>
+  return %y : !torch.vtensor<[5,64],si32>
 }
 
 // 32 columns: not a multiple of a workgroup's 64.
@@ -59,4 +68,5 @@ func.func @activations(%x: !torch.vtensor<[8,64],si8>, %w: !torch.vtensor<[64,64
 }
 
 // CHECK:       func.func private @effc_vnni_qgemm_8x64x64(!torch.vtensor<[8,64],si8>, !torch.vtensor<[4096],si8>) -> !torch.vtensor<[8,64],si32>
+// CHECK:       func.func private @effc_vnni_qgemm_5x64x64(!torch.vtensor<[5,64],si8>, !torch.vtensor<[4096],si8>) -> !torch.vtensor<[5,64],si32>
 // CHECK-NOT:   func.func private

@@ -1,0 +1,188 @@
+"""`effc-split-concat-matmul`: a matmul of a concatenation becomes matmuls of its parts.
+
+A decode step written as torch writes it (HF's KV cache) attends over `cat([cache, new row])`: the keys and values
+of every layer are copied into a new tensor one row longer before the two attention matmuls read them. IREE
+materializes that concatenation as a copy of the whole cache, every layer, every step: in SmolLM2's decode step at
+2048 context on the 2-core CPU that copy (`slow_memcpy`) was 3.3 of 12.6 ms (int8; bench/perf/NOTES.md). A matmul
+distributes over the concatenation of an operand, so the copy is not needed:
+
+    A · cat(B1, B2) along B's columns  =  cat(A · B1, A · B2)          (the scores: small)
+    A · cat(B1, B2) along B's rows     =  A[:, :k1] · B1 + A[:, k1:] · B2   (the weighted values)
+
+and likewise for the first operand. The ops between the concatenation and the matmul (views, permutes, squeezes,
+unsqueezes: torch's sdpa decomposition and repeat_kv) are applied to each part, with the concatenated axis traced
+through them. Exact in real arithmetic; the second form changes the summation order (f32 rounding).
+
+Only a concatenation that the matmul alone reads (each step to it with that one use) is split. Left as they are,
+counted in the module attribute `effc.split_concat_matmul`: concatenations read elsewhere, along the batch axis,
+through a view that merges the concatenated axis with another, and dynamic shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+from torch_mlir import ir
+
+from effc.passes.base import ModulePass
+from effc.passes.chai import functions
+from effc.passes.chai_narrow import (
+    VIEW_OPS,
+    Builder,
+    TensorType,
+    constant_int,
+    constant_int_list,
+    producer,
+    tensor_type,
+)
+from effc.passes.site_rewrites import Skip, rewrite_sites
+
+REPORT_ATTRIBUTE = "effc.split_concat_matmul"
+# Matmuls whose operand axes are known from the rank: mm [m, k] x [k, n], bmm [b, m, k] x [b, k, n].
+_MATMULS = frozenset({"torch.aten.mm", "torch.aten.bmm"})
+_SHAPE_OPS = VIEW_OPS | {
+    "torch.aten.permute",
+    "torch.aten.transpose.int",
+    "torch.aten.unsqueeze",
+    "torch.aten.squeeze.dim",
+}
+
+
+def _single_use(value: ir.Value) -> bool:
+    return len(list(value.uses)) == 1
+
+
+def _concat_chain(value: ir.Value) -> tuple[ir.Operation, list[ir.Operation]] | None:
+    """(the concatenation, the shape ops from it to `value` in order) where `value` is one reshaped, else None."""
+    chain: list[ir.Operation] = []
+    op = producer(value)
+    while op is not None and op.name in _SHAPE_OPS:
+        chain.insert(0, op)
+        op = producer(op.operands[0])
+    return (op, chain) if op is not None and op.name == "torch.aten.cat" else None
+
+
+def _normalized(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _traced_axis(op: ir.Operation, axis: int) -> int:
+    """Where `axis` of `op`'s input lands in its result (else `Skip`)."""
+    source, result = tensor_type(op.operands[0]), tensor_type(op.results[0])
+    assert source is not None and result is not None
+    if op.name in VIEW_OPS:
+        # The axis stays whole where the elements before it and its size are the same on both sides.
+        before, running = math.prod(source.shape[:axis]), 1
+        for landed, size in enumerate(result.shape):
+            if running == before and size == source.shape[axis]:
+                return landed
+            running *= size
+        raise Skip("a view merges the concatenated axis with another")
+    if op.name == "torch.aten.permute":
+        order = constant_int_list(op.operands[1])
+        if order is None:
+            raise Skip("shape op with operands that are not constants")
+        return [_normalized(d, len(source.shape)) for d in order].index(axis)
+    dims = [constant_int(operand) for operand in list(op.operands)[1:]]
+    if any(d is None for d in dims):
+        raise Skip("shape op with operands that are not constants")
+    if op.name == "torch.aten.unsqueeze":
+        return axis + 1 if _normalized(dims[0] or 0, len(result.shape)) <= axis else axis
+    if op.name == "torch.aten.squeeze.dim":
+        return axis - 1 if _normalized(dims[0] or 0, len(source.shape)) < axis else axis
+    first, second = (_normalized(d or 0, len(source.shape)) for d in dims)  # transpose.int
+    return second if axis == first else first if axis == second else axis
+
+
+def _rebuilt(b: Builder, op: ir.Operation, part: ir.Value, axis: int, size: int) -> ir.Value:
+    """`op` applied to one part: its result type with `size` at `axis` (a view's sizes likewise)."""
+    result = tensor_type(op.results[0])
+    assert result is not None
+    narrowed = result.with_dim(axis, size)
+    if op.name in VIEW_OPS:
+        return b.view(part, narrowed.shape)
+    return b.op(op.name, [part, *list(op.operands)[1:]], [narrowed.ir_type()]).result
+
+
+def _split(site: tuple[ir.Operation, int]) -> None:
+    """Replace the matmul by matmuls of the concatenated operand's parts (else `Skip`)."""
+    matmul, index = site
+    found = _concat_chain(matmul.operands[index])
+    assert found is not None, "a site without its concatenation"  # read once: no other split can have taken it
+    cat, chain = found
+    if not all(_single_use(op.results[0]) for op in (cat, *chain)):
+        raise Skip("concatenation read elsewhere too")
+    parts, cat_axis, out = producer(cat.operands[0]), constant_int(cat.operands[1]), tensor_type(matmul.results[0])
+    if parts is None or parts.name != "torch.prim.ListConstruct" or cat_axis is None or out is None:
+        raise Skip("concatenation of a list that is not built here")
+    types = [t for t in (tensor_type(v) for v in parts.operands) if t is not None and t.static]
+    if not out.static or len(types) != len(parts.operands):
+        raise Skip("dynamic shape")
+    axes = [_normalized(cat_axis, len(types[0].shape))]
+    for op in chain:
+        axes.append(_traced_axis(op, axes[-1]))
+    batch = 1 if matmul.name == "torch.aten.bmm" else 0
+    if axes[-1] < batch:
+        raise Skip("concatenated along the batch axis")
+    sizes = [t.shape[axes[0]] for t in types]
+    b = Builder(matmul)
+    pieces = []
+    for part, size in zip(parts.operands, sizes, strict=True):
+        for op, landed in zip(chain, axes[1:], strict=True):
+            part = _rebuilt(b, op, part, landed, size)
+        pieces.append(part)
+    other = matmul.operands[1 - index]
+
+    def product(piece: ir.Value, with_other: ir.Value, result: TensorType) -> ir.Value:
+        operands = [piece, with_other] if index == 0 else [with_other, piece]
+        return b.op(matmul.name, operands, [result.ir_type()]).result
+
+    if axes[-1] != (batch + 1 if index == 0 else batch):
+        # m of the first operand, or n of the second: the same axis of the product, concatenated (small).
+        joined = b.cat(
+            [product(p, other, out.with_dim(axes[-1], n)) for p, n in zip(pieces, sizes, strict=True)], axes[-1]
+        )
+    else:
+        # k: the other operand sliced to match each part, and the products summed.
+        other_k = batch if index == 0 else batch + 1
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        products = [
+            product(p, b.slice(other, other_k, start, start + n), out)
+            for p, start, n in zip(pieces, starts, sizes, strict=True)
+        ]
+        joined = products[0]
+        for term in products[1:]:
+            joined = b.op("torch.aten.add.Tensor", [joined, term, b.int(1)], [out.ir_type()]).result
+    matmul.results[0].replace_all_uses_with(joined)
+
+
+def _sites(module: ir.Operation) -> list[tuple[ir.Operation, int]]:
+    return [
+        (op.operation, index)
+        for _, _, block in functions(module)
+        for op in block.operations
+        if op.operation.name in _MATMULS
+        for index in (0, 1)
+        if _concat_chain(op.operands[index]) is not None
+    ]
+
+
+def split_module(module: ir.Operation) -> str:
+    """Split every matmul of `module` whose operand is a concatenation read by it alone; the report."""
+    with module.context:
+        what = "matmuls of a concatenation split into matmuls of its parts"
+        return rewrite_sites(module, _sites(module), _split, attribute=REPORT_ATTRIBUTE, what=what)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConcatMatmulPass(ModulePass):
+    name: ClassVar[str] = "effc-split-concat-matmul"
+    description: ClassVar[str] = (
+        "Split a matmul whose operand is a concatenation (a decode step's cat([KV cache, new row])) into matmuls "
+        "of the parts, so the cache is not copied into a new tensor every layer and step."
+    )
+
+    def apply(self, module: ir.Operation) -> None:
+        split_module(module)

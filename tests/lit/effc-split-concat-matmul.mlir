@@ -1,0 +1,120 @@
+// effc-split-concat-matmul: a matmul whose operand is a concatenation (through views, permutes, squeezes and
+// unsqueezes) becomes matmuls of the parts, so the concatenation is never copied: a decode step's
+// cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of the second) the products
+// are concatenated; along k the other operand is sliced to each part and the products summed. Left, by reason in the
+// module attribute effc.split_concat_matmul: concatenations read elsewhere too, along the batch axis, or whose axis a
+// view merges with another.
+
+// RUN: effc-opt %s --pass-pipeline='builtin.module(effc-split-concat-matmul)' | FileCheck %s
+
+// CHECK: module attributes {effc.split_concat_matmul = "4/7 matmuls of a concatenation split into matmuls of its parts; left: a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1)"}
+
+// Decode attention's scores: q by the transposed cat([cache, new row]) along the keys, n of the second operand.
+// The cache's keys and the new row each permuted and viewed as the concatenation was; the scores concatenated.
+// CHECK-LABEL: func.func @scores(
+// CHECK-SAME:    %[[Q:[^:]+]]: !torch.vtensor<[3,1,8],f32>, %[[CACHE:[^:]+]]: !torch.vtensor<[1,3,16,8],f32>, %[[NEW:[^:]+]]: !torch.vtensor<[1,3,1,8],f32>
+// CHECK-NOT:     torch.aten.cat {{.*}} -> !torch.vtensor<[1,3,17,8],f32>
+// CHECK:         %[[CT:.*]] = torch.aten.permute %[[CACHE]], %{{.*}} -> !torch.vtensor<[1,3,8,16],f32>
+// CHECK:         %[[CB:.*]] = torch.aten.view %[[CT]], %{{.*}} -> !torch.vtensor<[3,8,16],f32>
+// CHECK:         %[[NT:.*]] = torch.aten.permute %[[NEW]], %{{.*}} -> !torch.vtensor<[1,3,8,1],f32>
+// CHECK:         %[[NB:.*]] = torch.aten.view %[[NT]], %{{.*}} -> !torch.vtensor<[3,8,1],f32>
+// CHECK:         %[[S1:.*]] = torch.aten.bmm %[[Q]], %[[CB]] : {{.*}} -> !torch.vtensor<[3,1,16],f32>
+// CHECK:         %[[S2:.*]] = torch.aten.bmm %[[Q]], %[[NB]] : {{.*}} -> !torch.vtensor<[3,1,1],f32>
+// CHECK:         %[[L:.*]] = torch.prim.ListConstruct %[[S1]], %[[S2]]
+// CHECK:         %[[TWO:.*]] = torch.constant.int 2
+// CHECK:         %[[S:.*]] = torch.aten.cat %[[L]], %[[TWO]] : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[3,1,17],f32>
+// CHECK:         return %[[S]]
+func.func @scores(%q: !torch.vtensor<[3,1,8],f32>, %cache: !torch.vtensor<[1,3,16,8],f32>, %new: !torch.vtensor<[1,3,1,8],f32>) -> !torch.vtensor<[3,1,17],f32> {
+  %int2 = torch.constant.int 2
+  %parts = torch.prim.ListConstruct %cache, %new : (!torch.vtensor<[1,3,16,8],f32>, !torch.vtensor<[1,3,1,8],f32>) -> !torch.list<vtensor>
+  %keys = torch.aten.cat %parts, %int2 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[1,3,17,8],f32>
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %int3 = torch.constant.int 3
+  %order = torch.prim.ListConstruct %int0, %int1, %int3, %int2 : (!torch.int, !torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %kt = torch.aten.permute %keys, %order : !torch.vtensor<[1,3,17,8],f32>, !torch.list<int> -> !torch.vtensor<[1,3,8,17],f32>
+  %int8 = torch.constant.int 8
+  %int17 = torch.constant.int 17
+  %shape = torch.prim.ListConstruct %int3, %int8, %int17 : (!torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %b = torch.aten.view %kt, %shape : !torch.vtensor<[1,3,8,17],f32>, !torch.list<int> -> !torch.vtensor<[3,8,17],f32>
+  %s = torch.aten.bmm %q, %b : !torch.vtensor<[3,1,8],f32>, !torch.vtensor<[3,8,17],f32> -> !torch.vtensor<[3,1,17],f32>
+  return %s : !torch.vtensor<[3,1,17],f32>
+}
+
+// The weighted values: p by cat([cache, new row]) along k of the second operand.
+// The weights p sliced at the cache's 16 rows; the two products summed.
+// CHECK-LABEL: func.func @values(
+// CHECK-SAME:    %[[P:[^:]+]]: !torch.vtensor<[3,1,17],f32>
+// CHECK-NOT:     torch.aten.cat
+// CHECK:         %[[CB:.*]] = torch.aten.view %{{.*}} -> !torch.vtensor<[3,16,8],f32>
+// CHECK:         %[[NB:.*]] = torch.aten.view %{{.*}} -> !torch.vtensor<[3,1,8],f32>
+// CHECK:         %[[P1:.*]] = torch.aten.slice.Tensor %[[P]], %{{.*}} -> !torch.vtensor<[3,1,16],f32>
+// CHECK:         %[[O1:.*]] = torch.aten.bmm %[[P1]], %[[CB]]
+// CHECK:         %[[P2:.*]] = torch.aten.slice.Tensor %[[P]], %{{.*}} -> !torch.vtensor<[3,1,1],f32>
+// CHECK:         %[[O2:.*]] = torch.aten.bmm %[[P2]], %[[NB]]
+// CHECK:         %[[O:.*]] = torch.aten.add.Tensor %[[O1]], %[[O2]], %{{.*}} -> !torch.vtensor<[3,1,8],f32>
+// CHECK:         return %[[O]]
+func.func @values(%p: !torch.vtensor<[3,1,17],f32>, %cache: !torch.vtensor<[1,3,16,8],f32>, %new: !torch.vtensor<[1,3,1,8],f32>) -> !torch.vtensor<[3,1,8],f32> {
+  %int2 = torch.constant.int 2
+  %parts = torch.prim.ListConstruct %cache, %new : (!torch.vtensor<[1,3,16,8],f32>, !torch.vtensor<[1,3,1,8],f32>) -> !torch.list<vtensor>
+  %vals = torch.aten.cat %parts, %int2 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[1,3,17,8],f32>
+  %up = torch.aten.unsqueeze %vals, %int2 : !torch.vtensor<[1,3,17,8],f32>, !torch.int -> !torch.vtensor<[1,3,1,17,8],f32>
+  %down = torch.aten.squeeze.dim %up, %int2 : !torch.vtensor<[1,3,1,17,8],f32>, !torch.int -> !torch.vtensor<[1,3,17,8],f32>
+  %int3 = torch.constant.int 3
+  %int8 = torch.constant.int 8
+  %int17 = torch.constant.int 17
+  %shape = torch.prim.ListConstruct %int3, %int17, %int8 : (!torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %b = torch.aten.view %down, %shape : !torch.vtensor<[1,3,17,8],f32>, !torch.list<int> -> !torch.vtensor<[3,17,8],f32>
+  %o = torch.aten.bmm %p, %b : !torch.vtensor<[3,1,17],f32>, !torch.vtensor<[3,17,8],f32> -> !torch.vtensor<[3,1,8],f32>
+  return %o : !torch.vtensor<[3,1,8],f32>
+}
+
+// Rows of the first operand (m): the products' rows concatenated; k of the first operand: the products summed.
+// CHECK-LABEL: func.func @first_operand(
+// CHECK-SAME:    %[[A:[^:]+]]: !torch.vtensor<[2,4],f32>, %[[B:[^:]+]]: !torch.vtensor<[3,4],f32>, %[[W:[^:]+]]: !torch.vtensor<[4,6],f32>, %[[C:[^:]+]]: !torch.vtensor<[5,1],f32>, %[[D:[^:]+]]: !torch.vtensor<[5,3],f32>
+// CHECK:         %[[YA:.*]] = torch.aten.mm %[[A]], %[[W]] : {{.*}} -> !torch.vtensor<[2,6],f32>
+// CHECK:         %[[YB:.*]] = torch.aten.mm %[[B]], %[[W]] : {{.*}} -> !torch.vtensor<[3,6],f32>
+// CHECK:         %[[Y:.*]] = torch.aten.cat {{.*}} -> !torch.vtensor<[5,6],f32>
+// CHECK:         %[[W1:.*]] = torch.aten.slice.Tensor %[[W]], {{.*}} -> !torch.vtensor<[1,6],f32>
+// CHECK:         %[[UC:.*]] = torch.aten.mm %[[C]], %[[W1]]
+// CHECK:         %[[W2:.*]] = torch.aten.slice.Tensor %[[W]], {{.*}} -> !torch.vtensor<[3,6],f32>
+// CHECK:         %[[UD:.*]] = torch.aten.mm %[[D]], %[[W2]]
+// CHECK:         %[[U:.*]] = torch.aten.add.Tensor %[[UC]], %[[UD]]
+// CHECK:         return %[[Y]], %[[U]]
+func.func @first_operand(%a: !torch.vtensor<[2,4],f32>, %b: !torch.vtensor<[3,4],f32>, %w: !torch.vtensor<[4,6],f32>, %c: !torch.vtensor<[5,1],f32>, %d: !torch.vtensor<[5,3],f32>) -> (!torch.vtensor<[5,6],f32>, !torch.vtensor<[5,6],f32>) {
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %rows = torch.prim.ListConstruct %a, %b : (!torch.vtensor<[2,4],f32>, !torch.vtensor<[3,4],f32>) -> !torch.list<vtensor>
+  %x = torch.aten.cat %rows, %int0 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[5,4],f32>
+  %y = torch.aten.mm %x, %w : !torch.vtensor<[5,4],f32>, !torch.vtensor<[4,6],f32> -> !torch.vtensor<[5,6],f32>
+  %columns = torch.prim.ListConstruct %c, %d : (!torch.vtensor<[5,1],f32>, !torch.vtensor<[5,3],f32>) -> !torch.list<vtensor>
+  %z = torch.aten.cat %columns, %int1 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[5,4],f32>
+  %u = torch.aten.mm %z, %w : !torch.vtensor<[5,4],f32>, !torch.vtensor<[4,6],f32> -> !torch.vtensor<[5,6],f32>
+  return %y, %u : !torch.vtensor<[5,6],f32>, !torch.vtensor<[5,6],f32>
+}
+
+// Left: a concatenation read elsewhere too (its copy stays), one along the batch axis, one whose axis a view merges.
+// CHECK-LABEL: func.func @left(
+// CHECK-COUNT-3: torch.aten.cat
+// CHECK-NOT:     torch.aten.cat
+// CHECK-NOT:     torch.aten.slice.Tensor
+func.func @left(%a: !torch.vtensor<[2,4,4],f32>, %b: !torch.vtensor<[1,4,4],f32>, %w: !torch.vtensor<[3,4,4],f32>, %c: !torch.vtensor<[4,2],f32>, %d: !torch.vtensor<[4,2],f32>, %v: !torch.vtensor<[16,8],f32>) -> (!torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>) {
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %batch = torch.prim.ListConstruct %a, %b : (!torch.vtensor<[2,4,4],f32>, !torch.vtensor<[1,4,4],f32>) -> !torch.list<vtensor>
+  %x = torch.aten.cat %batch, %int0 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[3,4,4],f32>
+  %y = torch.aten.bmm %x, %w : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32> -> !torch.vtensor<[3,4,4],f32>
+  %shared = torch.prim.ListConstruct %a, %b : (!torch.vtensor<[2,4,4],f32>, !torch.vtensor<[1,4,4],f32>) -> !torch.list<vtensor>
+  %twice = torch.aten.cat %shared, %int0 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[3,4,4],f32>
+  %int2 = torch.constant.int 2
+  %tt = torch.aten.transpose.int %twice, %int1, %int2 : !torch.vtensor<[3,4,4],f32>, !torch.int, !torch.int -> !torch.vtensor<[3,4,4],f32>
+  %z = torch.aten.bmm %w, %tt : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32> -> !torch.vtensor<[3,4,4],f32>
+  %sum = torch.aten.add.Tensor %z, %twice, %int1 : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.int -> !torch.vtensor<[3,4,4],f32>
+  %pair = torch.prim.ListConstruct %c, %d : (!torch.vtensor<[4,2],f32>, !torch.vtensor<[4,2],f32>) -> !torch.list<vtensor>
+  %cd = torch.aten.cat %pair, %int1 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[4,4],f32>
+  %int16 = torch.constant.int 16
+  %flat = torch.prim.ListConstruct %int1, %int16 : (!torch.int, !torch.int) -> !torch.list<int>
+  %row = torch.aten.view %cd, %flat : !torch.vtensor<[4,4],f32>, !torch.list<int> -> !torch.vtensor<[1,16],f32>
+  %r = torch.aten.mm %row, %v : !torch.vtensor<[1,16],f32>, !torch.vtensor<[16,8],f32> -> !torch.vtensor<[1,8],f32>
+  return %y, %sum, %r : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>
+}
