@@ -148,7 +148,9 @@ def test_split_concat_matmul_reads_the_cache_where_it_is() -> None:
     pipeline = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)"
     inputs = (q, k_cache, v_cache, k, v)
     compiled = compile_model(CachedAttention(), inputs, attention="decomposed", pipeline=pipeline)
-    assert 'effc.split_concat_matmul = "2/2 matmuls of a concatenation split into matmuls of its parts"' in compiled.mlir
+    assert (
+        'effc.split_concat_matmul = "2/2 matmuls of a concatenation split into matmuls of its parts"' in compiled.mlir
+    )
     assert _results(compiled.mlir, "torch.aten.cat") == ["!torch.vtensor<[3,1,21],f32>"]  # the scores, not the cache
     assert _results(compiled.mlir, "torch.aten.bmm") == [
         "!torch.vtensor<[3,1,20],f32>",
