@@ -32,6 +32,8 @@ from effc.compiler.loader import LoadedModel, load_model
 from effc.compiler.optimize import (
     CHECK_TOLERANCE,
     DEMOTION_IGNORED_AT,
+    DISPATCH_CREATION_DATA_TILING,
+    GLOBAL_OPT_DATA_TILING,
     MatmulPrecision,
     precision_fallback_flags,
     precision_flags,
@@ -327,15 +329,23 @@ def iree_compile(
     then `dispatch_edits` (a second compile where they match). `before_each` runs before every iree-compile (to clear
     what an earlier attempt dumped). Returns the module and the demotion flags that took effect."""
     from effc.passes.matmul_weights import weight_matmul_rows
+    from effc.passes.split_concat_matmul import k_sliced_batch_matmuls
     from effc.passes.vnni_matmul import kernel_call_rows
 
     optional = flags.optional
-    # int8 and bf16 data-tile to pay; f32, and int8 on effc's kernel (which IREE does not tile), only where a weight
-    # matmul has more than one row: a decode step's attention reads its KV cache once, where packing it reads it twice.
+    # IREE's int8 matmuls data-tile to pay; f32, bf16 and int8 on effc's kernel (which IREE does not tile) only where a
+    # weight matmul has more than one row: a decode step reads its weights and KV cache once, where packing reads twice.
     kernel_rows = kernel_call_rows(module.operation)
-    if not flags.precision or kernel_rows:
+    if not flags.precision or kernel_rows or flags.demotion:
         rows = weight_matmul_rows(module.operation) + kernel_rows
         optional = without_one_row_data_tiling(optional, flags.target, rows, flags.stages.note)
+    demotion = flags.demotion if set(flags.demotion) <= set(optional) else ()
+    if demotion and DISPATCH_CREATION_DATA_TILING in optional and k_sliced_batch_matmuls(module.operation):
+        optional = tuple(GLOBAL_OPT_DATA_TILING if flag == DISPATCH_CREATION_DATA_TILING else flag for flag in optional)
+        flags.stages.note(
+            f"{GLOBAL_OPT_DATA_TILING} instead of {DISPATCH_CREATION_DATA_TILING}: IREE 3.13 computes bf16 batch "
+            "matmuls of 3, 6 or 7 rows whose first operand is sliced along k wrongly under the latter"
+        )
 
     def with_flags(chosen: tuple[str, ...]) -> bytes:
         def run(extra: tuple[str, ...]) -> bytes:
@@ -358,7 +368,7 @@ def iree_compile(
         return compile_with_edits(run, dispatch_edits, flags.stages.note, save_temps, compiles_alone=checks)
 
     fallback = precision_fallback_flags(flags.target, flags.matmul_precision)
-    return _compile_with_optional_flags(with_flags, flags.required, optional, flags.demotion, flags.stages, fallback)
+    return _compile_with_optional_flags(with_flags, flags.required, optional, demotion, flags.stages, fallback)
 
 
 def _compile_with_optional_flags(

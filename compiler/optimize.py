@@ -189,7 +189,9 @@ INT8_PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
     "cuda": (),
 }
 # IREE's two places to data-tile; a module gets one of them.
-DATA_TILING_FLAGS = ("--iree-dispatch-creation-data-tiling", "--iree-global-opt-data-tiling")
+DISPATCH_CREATION_DATA_TILING = "--iree-dispatch-creation-data-tiling"
+GLOBAL_OPT_DATA_TILING = "--iree-global-opt-data-tiling"
+DATA_TILING_FLAGS = (DISPATCH_CREATION_DATA_TILING, GLOBAL_OPT_DATA_TILING)
 # On llvm-cpu, data tiling does not pay for f32 matmuls of one row (a decode step): six SmolLM2 FFN layers at one row
 # took 2.25 ms plain and 2.84 ms data-tiled, the SmolLM2 decode step 37 against 49 ms (NOTES.md, seventh CPU session).
 # DispatchCreation's data tiling also fails on the step's boolean mask, after 18 s of a 35 s compile.
@@ -269,15 +271,20 @@ def with_precision_flags(optional_flags: tuple[str, ...], precision_options: tup
 def without_one_row_data_tiling(
     optional_flags: tuple[str, ...], target: str, weight_rows: list[int], note: Callable[[str], None]
 ) -> tuple[str, ...]:
-    """`optional_flags` without data tiling and ukernels where every f32 matmul by a constant weight on llvm-cpu has
-    one row (`weight_rows`), which is where they do not pay; unchanged anywhere else."""
+    """`optional_flags` without data tiling, ukernels and bf16 demotion where every matmul by a constant weight on
+    llvm-cpu has one row (`weight_rows`: a decode step, which reads its weights and KV cache once per call, where
+    packing them reads them twice; "medium" reads the weights in bf16 there instead, effc-narrow-weights); unchanged
+    anywhere else."""
     if check_target(target) != "llvm-cpu" or not weight_rows or max(weight_rows) != 1:
         return optional_flags
-    dropped = [flag for flag in optional_flags if flag in DATA_TILING_FLAGS or flag == UKERNELS_FLAG]
+    left_out = (*DATA_TILING_FLAGS, UKERNELS_FLAG, *_DEMOTE_TO_BF16)
+    dropped = [flag for flag in optional_flags if flag in left_out]
     if dropped:
+        demoted = any(flag in _DEMOTE_TO_BF16 for flag in dropped)
         note(
             f"{' '.join(dropped)} left out: every matmul by a constant weight has one row (a decode step), where data "
             "tiling does not pay on llvm-cpu"
+            + ("; its weights are read in bf16 (effc-narrow-weights) and multiplied in f32 instead" if demoted else "")
         )
     return tuple(flag for flag in optional_flags if flag not in dropped)
 
@@ -285,12 +292,12 @@ def without_one_row_data_tiling(
 def with_precision_passes(pipeline: str | None, precision: str, target: str, *, for_iree: bool = True) -> str | None:
     """`pipeline` followed by the effc passes that implement `precision` on `target` (int8's quantization, on an
     AVX512-VNNI CPU with effc's kernel where the module goes to IREE, `for_iree`; "medium"'s bf16 weights for one-row
-    matmuls on a CPU without bf16 dot products; "high"'s bf16 pieces on CUDA), unless it runs them itself, with options
+    matmuls on llvm-cpu; "high"'s bf16 pieces on CUDA), unless it runs them itself, with options
     of its own (`effc-quantize-dynamic{smooth=...}`)."""
     extra = PRECISION_PIPELINE.get(precision)
     if precision == "int8" and check_target(target) == "llvm-cpu" and for_iree and has_int8_dot_u8s8():
         extra = VNNI_INT8_PIPELINE
-    if precision == "medium" and check_target(target) == "llvm-cpu" and has_bf16_dot() is False:
+    if precision == "medium" and check_target(target) == "llvm-cpu":
         extra = NARROW_WEIGHTS_PIPELINE
     if precision == "high" and check_target(target) == "cuda":
         extra = SPLIT_BF16_PIPELINE
