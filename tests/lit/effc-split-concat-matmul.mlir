@@ -2,12 +2,12 @@
 // unsqueezes) becomes matmuls of the parts, so the concatenation is never copied: a decode step's
 // cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of the second) the products
 // are concatenated; along k the other operand is sliced to each part and the products summed. Left, by reason in the
-// module attribute effc.split_concat_matmul: concatenations read elsewhere too, along the batch axis, or whose axis a
-// view merges with another.
+// module attribute effc.split_concat_matmul: concatenations read elsewhere too, along the batch axis, whose axis a
+// view merges with another, or split along k against more than 16 rows.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-split-concat-matmul)' | FileCheck %s
 
-// CHECK: module attributes {effc.split_concat_matmul = "4/7 matmuls of a concatenation split into matmuls of its parts; left: a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1)"}
+// CHECK: module attributes {effc.split_concat_matmul = "4/8 matmuls of a concatenation split into matmuls of its parts; left: a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1), k split for an other operand of more than 16 rows (columns) (1)"}
 
 // Decode attention's scores: q by the transposed cat([cache, new row]) along the keys, n of the second operand.
 // The cache's keys and the new row each permuted and viewed as the concatenation was; the scores concatenated.
@@ -93,12 +93,13 @@ func.func @first_operand(%a: !torch.vtensor<[2,4],f32>, %b: !torch.vtensor<[3,4]
   return %y, %u : !torch.vtensor<[5,6],f32>, !torch.vtensor<[5,6],f32>
 }
 
-// Left: a concatenation read elsewhere too (its copy stays), one along the batch axis, one whose axis a view merges.
+// Left: a concatenation read elsewhere too (its copy stays), one along the batch axis, one whose axis a view merges,
+// and one split along k for a first operand of 32 rows (a matmul bound by arithmetic, not by reading the concatenation).
 // CHECK-LABEL: func.func @left(
-// CHECK-COUNT-3: torch.aten.cat
+// CHECK-COUNT-4: torch.aten.cat
 // CHECK-NOT:     torch.aten.cat
 // CHECK-NOT:     torch.aten.slice.Tensor
-func.func @left(%a: !torch.vtensor<[2,4,4],f32>, %b: !torch.vtensor<[1,4,4],f32>, %w: !torch.vtensor<[3,4,4],f32>, %c: !torch.vtensor<[4,2],f32>, %d: !torch.vtensor<[4,2],f32>, %v: !torch.vtensor<[16,8],f32>) -> (!torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>) {
+func.func @left(%a: !torch.vtensor<[2,4,4],f32>, %b: !torch.vtensor<[1,4,4],f32>, %w: !torch.vtensor<[3,4,4],f32>, %c: !torch.vtensor<[4,2],f32>, %d: !torch.vtensor<[4,2],f32>, %v: !torch.vtensor<[16,8],f32>, %x32: !torch.vtensor<[32,4],f32>, %b1: !torch.vtensor<[1,8],f32>, %b3: !torch.vtensor<[3,8],f32>) -> (!torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>, !torch.vtensor<[32,8],f32>) {
   %int0 = torch.constant.int 0
   %int1 = torch.constant.int 1
   %batch = torch.prim.ListConstruct %a, %b : (!torch.vtensor<[2,4,4],f32>, !torch.vtensor<[1,4,4],f32>) -> !torch.list<vtensor>
@@ -116,5 +117,8 @@ func.func @left(%a: !torch.vtensor<[2,4,4],f32>, %b: !torch.vtensor<[1,4,4],f32>
   %flat = torch.prim.ListConstruct %int1, %int16 : (!torch.int, !torch.int) -> !torch.list<int>
   %row = torch.aten.view %cd, %flat : !torch.vtensor<[4,4],f32>, !torch.list<int> -> !torch.vtensor<[1,16],f32>
   %r = torch.aten.mm %row, %v : !torch.vtensor<[1,16],f32>, !torch.vtensor<[16,8],f32> -> !torch.vtensor<[1,8],f32>
-  return %y, %sum, %r : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>
+  %ks = torch.prim.ListConstruct %b1, %b3 : (!torch.vtensor<[1,8],f32>, !torch.vtensor<[3,8],f32>) -> !torch.list<vtensor>
+  %kb = torch.aten.cat %ks, %int0 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[4,8],f32>
+  %many = torch.aten.mm %x32, %kb : !torch.vtensor<[32,4],f32>, !torch.vtensor<[4,8],f32> -> !torch.vtensor<[32,8],f32>
+  return %y, %sum, %r, %many : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>, !torch.vtensor<[32,8],f32>
 }
