@@ -13,10 +13,10 @@ and likewise for the first operand. The ops between the concatenation and the ma
 unsqueezes: torch's sdpa decomposition and repeat_kv) are applied to each part, with the concatenated axis traced
 through them. Exact in real arithmetic; the second form changes the summation order (f32 rounding).
 
-Only a concatenation that the matmul alone reads (each step to it with that one use) is split, and along k only
-where the other operand has few rows (`STREAMED_ROWS`). Left as they are, counted in the module attribute
+Only a concatenation that the matmul alone reads (each step to it with that one use) is split, and only where the
+other operand has few rows (`STREAMED_ROWS`). Left as they are, counted in the module attribute
 `effc.split_concat_matmul`: concatenations read elsewhere, along the batch axis, through a view that merges the
-concatenated axis with another, k splits against many rows, and dynamic shapes.
+concatenated axis with another, matmuls against many rows, and dynamic shapes.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ from effc.passes.site_rewrites import Skip, rewrite_sites
 REPORT_ATTRIBUTE = "effc.split_concat_matmul"
 # Matmuls whose operand axes are known from the rank: mm [m, k] x [k, n], bmm [b, m, k] x [b, k, n].
 _MATMULS = frozenset({"torch.aten.mm", "torch.aten.bmm"})
-# A k-split pays where each element of the concatenation takes part in few multiply-adds (a decode step's 1-3 query
+# A split pays where each element of the concatenation takes part in few multiply-adds (a decode step's 1-3 query
 # rows per KV head): such a matmul streams the concatenation once, and copying it first doubled that traffic. Where
-# the other operand has more rows (columns) than this, the copy is cheap beside the arithmetic, and splitting k would
-# only cut the matmul into smaller ones (a cat of attention heads before an output projection).
+# the other operand has more rows (of the first operand) or columns (of the second) than this, the copy is cheap
+# beside the arithmetic, and a split would only cut the matmul into smaller ones (a cat of attention heads before an
+# output projection, a prefill's chunks).
 STREAMED_ROWS = 16
 _SHAPE_OPS = VIEW_OPS | {
     "torch.aten.permute",
@@ -135,11 +136,11 @@ def _split(site: tuple[ir.Operation, int]) -> None:
     sizes = [t.shape[axes[0]] for t in types]
     if 0 in sizes:
         raise Skip("concatenation with an empty part")
-    splits_k = axes[-1] == (batch + 1 if index == 0 else batch)
     other_type = tensor_type(matmul.operands[1 - index])
     assert other_type is not None  # a matmul's operands are tensors of the result's rank
-    if splits_k and other_type.shape[batch if index == 1 else batch + 1] > STREAMED_ROWS:
-        raise Skip(f"k split for an other operand of more than {STREAMED_ROWS} rows (columns)")
+    if other_type.shape[batch if index == 1 else batch + 1] > STREAMED_ROWS:
+        raise Skip(f"other operand of more than {STREAMED_ROWS} rows (columns): the copy is cheap beside the matmul")
+    splits_k = axes[-1] == (batch + 1 if index == 0 else batch)
     b = Builder(matmul)
     pieces = []
     for part, size in zip(parts.operands, sizes, strict=True):

@@ -3,11 +3,11 @@
 // cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of the second) the products
 // are concatenated; along k the other operand is sliced to each part and the products summed. Left, by reason in the
 // module attribute effc.split_concat_matmul: concatenations read elsewhere too, along the batch axis, whose axis a
-// view merges with another, or split along k against more than 16 rows.
+// view merges with another, or against more than 16 rows (columns) of the other operand.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-split-concat-matmul)' | FileCheck %s
 
-// CHECK: module attributes {effc.split_concat_matmul = "4/8 matmuls of a concatenation split into matmuls of its parts; left: a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1), k split for an other operand of more than 16 rows (columns) (1)"}
+// CHECK: module attributes {effc.split_concat_matmul = "4/8 matmuls of a concatenation split into matmuls of its parts; left: a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1), other operand of more than 16 rows (columns): the copy is cheap beside the matmul (1)"}
 
 // Decode attention's scores: q by the transposed cat([cache, new row]) along the keys, n of the second operand.
 // The cache's keys and the new row each permuted and viewed as the concatenation was; the scores concatenated.
@@ -94,7 +94,7 @@ func.func @first_operand(%a: !torch.vtensor<[2,4],f32>, %b: !torch.vtensor<[3,4]
 }
 
 // Left: a concatenation read elsewhere too (its copy stays), one along the batch axis, one whose axis a view merges,
-// and one split along k for a first operand of 32 rows (a matmul bound by arithmetic, not by reading the concatenation).
+// and one against a first operand of 32 rows (a matmul bound by arithmetic, not by reading the concatenation).
 // CHECK-LABEL: func.func @left(
 // CHECK-COUNT-4: torch.aten.cat
 // CHECK-NOT:     torch.aten.cat
