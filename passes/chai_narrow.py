@@ -143,6 +143,11 @@ def producer(value: ir.Value) -> ir.Operation | None:
     return None if isinstance(owner, ir.Block) else owner.operation
 
 
+def single_use(value: ir.Value) -> bool:
+    """Whether one op alone reads `value` (a rewrite may then drop the op that makes it)."""
+    return len(list(value.uses)) == 1
+
+
 def constant_int(value: ir.Value) -> int | None:
     op = producer(value)
     if op is None or op.name != "torch.constant.int":

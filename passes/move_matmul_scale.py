@@ -24,39 +24,30 @@ from typing import ClassVar
 from torch_mlir import ir
 
 from effc.passes.base import ModulePass
-from effc.passes.chai import functions
-from effc.passes.chai_narrow import ELEMENT_MOVES, FLOAT_DTYPES, Builder, constant_number, producer, tensor_type
-from effc.passes.site_rewrites import Skip, rewrite_sites
+from effc.passes.chai_narrow import (
+    ELEMENT_MOVES,
+    FLOAT_DTYPES,
+    Builder,
+    constant_number,
+    producer,
+    single_use,
+    tensor_type,
+)
+from effc.passes.site_rewrites import Skip, operand_sites, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.move_matmul_scale"
 _MATMULS = frozenset({"torch.aten.bmm", "torch.aten.matmul", "torch.aten.mm"})
 _SCALE = "torch.aten.mul.Scalar"
 
 
-def _single_use(value: ir.Value) -> bool:
-    return len(list(value.uses)) == 1
-
-
 def _scale_of(value: ir.Value) -> ir.Operation | None:
     """The constant scale `value` is made of through element moves that nothing else reads, or None."""
     op = producer(value)
-    while op is not None and op.name in ELEMENT_MOVES and _single_use(op.results[0]):
+    while op is not None and op.name in ELEMENT_MOVES and single_use(op.results[0]):
         op = producer(op.operands[0])
-    if op is None or op.name != _SCALE or not _single_use(op.results[0]):
+    if op is None or op.name != _SCALE or not single_use(op.results[0]):
         return None
     return op if constant_number(op.operands[1]) is not None else None
-
-
-def _sites(module: ir.Operation) -> list[tuple[ir.Operation, int]]:
-    """(matmul, operand index) for every matmul operand that is a constant scale of something."""
-    return [
-        (op.operation, index)
-        for _, _, block in functions(module)
-        for op in block.operations
-        if op.operation.name in _MATMULS
-        for index in (0, 1)
-        if _scale_of(op.operands[index]) is not None
-    ]
 
 
 def _move(site: tuple[ir.Operation, int]) -> None:
@@ -81,7 +72,8 @@ def move_module(module: ir.Operation) -> str:
     """Move every constant operand scale of `module`'s matmuls that can go to a smaller operand; the report."""
     with module.context:
         what = "matmul operand scales moved to the smaller operand"
-        return rewrite_sites(module, _sites(module), _move, attribute=REPORT_ATTRIBUTE, what=what)
+        sites = operand_sites(module, _MATMULS, lambda operand: _scale_of(operand) is not None)
+        return rewrite_sites(module, sites, _move, attribute=REPORT_ATTRIBUTE, what=what)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,21 @@ class Skip(Exception):
     """Why a site stays as it is (the message goes into the report)."""
 
 
+def operand_sites(
+    module: ir.Operation, op_names: frozenset[str], found: Callable[[ir.Value], bool]
+) -> list[tuple[ir.Operation, int]]:
+    """(op, operand index) for each of the first two operands of each `op_names` op in `module` that `found` picks:
+    the sites of a pass that rewrites a matmul by what one operand is made of."""
+    return [
+        (op.operation, index)
+        for _, _, block in functions(module)
+        for op in block.operations
+        if op.operation.name in op_names
+        for index in (0, 1)
+        if found(op.operands[index])
+    ]
+
+
 def rewrite_sites(
     module: ir.Operation, sites: Sequence[SiteT], rewrite: Callable[[SiteT], None], *, attribute: str, what: str
 ) -> str:

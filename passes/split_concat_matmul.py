@@ -36,9 +36,10 @@ from effc.passes.chai_narrow import (
     constant_int,
     constant_int_list,
     producer,
+    single_use,
     tensor_type,
 )
-from effc.passes.site_rewrites import Skip, rewrite_sites
+from effc.passes.site_rewrites import Skip, operand_sites, rewrite_sites
 
 REPORT_ATTRIBUTE = "effc.split_concat_matmul"
 # Matmuls whose operand axes are known from the rank: mm [m, k] x [k, n], bmm [b, m, k] x [b, k, n].
@@ -55,10 +56,6 @@ _SHAPE_OPS = VIEW_OPS | {
     "torch.aten.unsqueeze",
     "torch.aten.squeeze.dim",
 }
-
-
-def _single_use(value: ir.Value) -> bool:
-    return len(list(value.uses)) == 1
 
 
 def _concat_chain(value: ir.Value) -> tuple[ir.Operation, list[ir.Operation]] | None:
@@ -119,7 +116,7 @@ def _split(site: tuple[ir.Operation, int]) -> None:
     found = _concat_chain(matmul.operands[index])
     assert found is not None, "a site without its concatenation"  # read once: no other split can have taken it
     cat, chain = found
-    if not all(_single_use(op.results[0]) for op in (cat, *chain)):
+    if not all(single_use(op.results[0]) for op in (cat, *chain)):
         raise Skip("concatenation read elsewhere too")
     parts, cat_axis, out = producer(cat.operands[0]), constant_int(cat.operands[1]), tensor_type(matmul.results[0])
     if parts is None or parts.name != "torch.prim.ListConstruct" or cat_axis is None or out is None:
@@ -191,22 +188,12 @@ def k_sliced_batch_matmuls(module: ir.Operation) -> int:
     return count
 
 
-def _sites(module: ir.Operation) -> list[tuple[ir.Operation, int]]:
-    return [
-        (op.operation, index)
-        for _, _, block in functions(module)
-        for op in block.operations
-        if op.operation.name in _MATMULS
-        for index in (0, 1)
-        if _concat_chain(op.operands[index]) is not None
-    ]
-
-
 def split_module(module: ir.Operation) -> str:
     """Split every matmul of `module` whose operand is a concatenation read by it alone; the report."""
     with module.context:
         what = "matmuls of a concatenation split into matmuls of its parts"
-        return rewrite_sites(module, _sites(module), _split, attribute=REPORT_ATTRIBUTE, what=what)
+        sites = operand_sites(module, _MATMULS, lambda operand: _concat_chain(operand) is not None)
+        return rewrite_sites(module, sites, _split, attribute=REPORT_ATTRIBUTE, what=what)
 
 
 @dataclasses.dataclass(frozen=True)
