@@ -35,11 +35,11 @@ from effc.compiler.optimize import (
     DISPATCH_CREATION_DATA_TILING,
     GLOBAL_OPT_DATA_TILING,
     MatmulPrecision,
+    for_one_row_matmuls,
     precision_fallback_flags,
     precision_flags,
     with_precision_flags,
     with_precision_passes,
-    without_one_row_data_tiling,
 )
 from effc.compiler.parameters import externalize, write_archive
 from effc.compiler.progress import Stages
@@ -338,7 +338,7 @@ def iree_compile(
     kernel_rows = kernel_call_rows(module.operation)
     if not flags.precision or kernel_rows or flags.demotion:
         rows = weight_matmul_rows(module.operation) + kernel_rows
-        optional = without_one_row_data_tiling(optional, flags.target, rows, flags.stages.note)
+        optional = for_one_row_matmuls(optional, flags.target, rows, flags.stages.note)
     demotion = flags.demotion if set(flags.demotion) <= set(optional) else ()
     if demotion and DISPATCH_CREATION_DATA_TILING in optional and k_sliced_batch_matmuls(module.operation):
         optional = tuple(GLOBAL_OPT_DATA_TILING if flag == DISPATCH_CREATION_DATA_TILING else flag for flag in optional)

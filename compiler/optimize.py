@@ -268,7 +268,7 @@ def with_precision_flags(optional_flags: tuple[str, ...], precision_options: tup
     return tuple(dict.fromkeys((*kept, *precision_options)))
 
 
-def without_one_row_data_tiling(
+def for_one_row_matmuls(
     optional_flags: tuple[str, ...], target: str, weight_rows: list[int], note: Callable[[str], None]
 ) -> tuple[str, ...]:
     """`optional_flags` without data tiling, ukernels and bf16 demotion where every matmul by a constant weight on
