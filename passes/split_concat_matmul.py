@@ -10,8 +10,10 @@ distributes over the concatenation of an operand, so the copy is not needed:
     A · cat(B1, B2) along B's rows     =  A[:, :k1] · B1 + A[:, k1:] · B2   (the weighted values)
 
 and likewise for the first operand. The ops between the concatenation and the matmul (views, permutes, squeezes,
-unsqueezes: torch's sdpa decomposition and repeat_kv) are applied to each part, with the concatenated axis traced
-through them. Exact in real arithmetic; the second form changes the summation order (f32 rounding).
+unsqueezes, broadcasts: torch's sdpa decomposition and repeat_kv; constant padding: `key_multiple`'s padded keys) are
+applied to each part, with the concatenated axis traced through them; padding along that axis goes to the first part
+(before it) and the last (after it). Exact in real arithmetic; the second form changes the summation order (f32
+rounding).
 
 Only a concatenation that the matmul alone reads (each step to it with that one use) is split, and only where the
 other operand has few rows (`STREAMED_ROWS`). Left as they are, counted in the module attribute
@@ -30,6 +32,7 @@ from torch_mlir import ir
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import (
+    BROADCAST_OPS,
     VIEW_OPS,
     Builder,
     TensorType,
@@ -50,12 +53,12 @@ _MATMULS = frozenset({"torch.aten.mm", "torch.aten.bmm"})
 # beside the arithmetic, and a split would only cut the matmul into smaller ones (a cat of attention heads before an
 # output projection, a prefill's chunks).
 STREAMED_ROWS = 16
-_SHAPE_OPS = VIEW_OPS | {
-    "torch.aten.permute",
-    "torch.aten.transpose.int",
-    "torch.aten.unsqueeze",
-    "torch.aten.squeeze.dim",
-}
+_PAD = "torch.aten.constant_pad_nd"
+_SHAPE_OPS = (
+    VIEW_OPS
+    | BROADCAST_OPS
+    | {"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.unsqueeze", "torch.aten.squeeze.dim", _PAD}
+)
 
 
 def _concat_chain(value: ir.Value) -> tuple[ir.Operation, list[ir.Operation]] | None:
@@ -84,6 +87,15 @@ def _traced_axis(op: ir.Operation, axis: int) -> int:
                 return landed
             running *= size
         raise Skip("a view merges the concatenated axis with another")
+    if op.name in BROADCAST_OPS:  # new axes lead; the concatenated one keeps its size
+        landed = axis + len(result.shape) - len(source.shape)
+        if result.shape[landed] != source.shape[axis]:
+            raise Skip("a broadcast along the concatenated axis")
+        return landed
+    if op.name == _PAD:
+        if _pads(op) is None:
+            raise Skip("padding that is not constant, or negative")
+        return axis
     if op.name == "torch.aten.permute":
         order = constant_int_list(op.operands[1])
         if order is None:
@@ -100,14 +112,45 @@ def _traced_axis(op: ir.Operation, axis: int) -> int:
     return second if axis == first else first if axis == second else axis
 
 
-def _rebuilt(b: Builder, op: ir.Operation, part: ir.Value, axis: int, size: int) -> ir.Value:
-    """`op` applied to one part: its result type with `size` at `axis` (a view's sizes likewise)."""
+def _pads(op: ir.Operation) -> list[list[int]] | None:
+    """constant_pad_nd's [before, after] per axis, in axis order (torch lists them last axis first, and may leave the
+    leading ones out); None unless constant and not negative."""
+    flat, source = constant_int_list(op.operands[1]), tensor_type(op.operands[0])
+    if flat is None or source is None or min(flat, default=0) < 0:
+        return None
+    flat = flat + [0] * (2 * len(source.shape) - len(flat))
+    return [flat[i : i + 2] for i in range(0, len(flat), 2)][::-1]
+
+
+def _rebuilt(b: Builder, op: ir.Operation, part: ir.Value, axis: int, size: int, ends: tuple[bool, bool]) -> ir.Value:
+    """`op` applied to one part whose size at `axis` of the result is `size`; `ends`: (first part, last part)."""
     result = tensor_type(op.results[0])
     assert result is not None
     narrowed = result.with_dim(axis, size)
+    rest = list(op.operands)[2:]
     if op.name in VIEW_OPS:
         return b.view(part, narrowed.shape)
+    if op.name in BROADCAST_OPS:
+        return b.op(op.name, [part, b.int_list(narrowed.shape), *rest], [narrowed.ir_type()]).result
+    if op.name == _PAD:
+        pads = _pads(op)
+        assert pads is not None  # checked when the axis was traced
+        before, after = pads[axis]
+        pads[axis] = [before if ends[0] else 0, after if ends[1] else 0]
+        if not any(any(pair) for pair in pads):
+            return part
+        flat = [amount for pair in reversed(pads) for amount in pair]
+        return b.op(op.name, [part, b.int_list(flat), *rest], [narrowed.ir_type()]).result
     return b.op(op.name, [part, *list(op.operands)[1:]], [narrowed.ir_type()]).result
+
+
+def _padded_size(op: ir.Operation, axis: int, size: int, ends: tuple[bool, bool]) -> int:
+    """A part's size at `axis` after `op`: padding along it adds to the first part's start and the last's end."""
+    pads = _pads(op) if op.name == _PAD else None
+    if pads is None:
+        return size
+    before, after = pads[axis]
+    return size + (before if ends[0] else 0) + (after if ends[1] else 0)
 
 
 def _split(site: tuple[ir.Operation, int]) -> None:
@@ -140,10 +183,13 @@ def _split(site: tuple[ir.Operation, int]) -> None:
     splits_k = axes[-1] == (batch + 1 if index == 0 else batch)
     b = Builder(matmul)
     pieces = []
-    for part, size in zip(parts.operands, sizes, strict=True):
-        for op, landed in zip(chain, axes[1:], strict=True):
-            part = _rebuilt(b, op, part, landed, size)
-        pieces.append(part)
+    for position, (part, size) in enumerate(zip(parts.operands, sizes, strict=True)):
+        ends = (position == 0, position == len(sizes) - 1)
+        for op, axis, landed in zip(chain, axes[:-1], axes[1:], strict=True):
+            size = _padded_size(op, axis, size, ends)
+            part = _rebuilt(b, op, part, landed, size, ends)
+        pieces.append((part, size))
+    sizes = [size for _, size in pieces]
     other = matmul.operands[1 - index]
 
     def product(piece: ir.Value, with_other: ir.Value, result: TensorType) -> ir.Value:
@@ -152,16 +198,14 @@ def _split(site: tuple[ir.Operation, int]) -> None:
 
     if not splits_k:
         # m of the first operand, or n of the second: the same axis of the product, concatenated (small).
-        joined = b.cat(
-            [product(p, other, out.with_dim(axes[-1], n)) for p, n in zip(pieces, sizes, strict=True)], axes[-1]
-        )
+        joined = b.cat([product(p, other, out.with_dim(axes[-1], n)) for p, n in pieces], axes[-1])
     else:
         # k: the other operand sliced to match each part, and the products summed.
         other_k = batch if index == 0 else batch + 1
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         products = [
             product(p, b.slice(other, other_k, start, start + n), out)
-            for p, start, n in zip(pieces, starts, sizes, strict=True)
+            for (p, n), start in zip(pieces, starts, strict=True)
         ]
         joined = products[0]
         for term in products[1:]:

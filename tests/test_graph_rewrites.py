@@ -175,6 +175,26 @@ def test_optimized_decode_step_splits_every_layers_attention_over_its_cache() ->
     assert max(compiled.compare()) < 1e-5
 
 
+def test_split_concat_matmul_reads_a_repeated_padded_cache_in_place() -> None:
+    """Without the fold of repeated KV heads and with the keys padded (`-O`'s CUDA import, or CHAI's decode step),
+    repeat_kv's broadcast and the padding sit between the cache's `cat` and the matmuls: each layer's two still split,
+    and the step's logits and new KV rows stay torch's."""
+    from effc.passes.chai_decode import DecodeStep
+
+    wrapper, inputs = model_zoo.llama_gqa()
+    torch.manual_seed(0)
+    caches = [torch.randn(1, 2, 16, 16) for _ in range(4)]
+    step = (inputs[0][:, :1], torch.tensor([12]), *caches)
+    pipeline = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)"
+    compiled = compile_model(
+        DecodeStep(wrapper.model).eval(), step, attention="decomposed", key_multiple=8, pipeline=pipeline
+    )
+    assert compiled.mlir.count("torch.aten.broadcast_to") == 8  # each layer's K and V, for the cache and the new row
+    assert _results(compiled.mlir, "torch.aten.constant_pad_nd") == ["!torch.vtensor<[1,4,8,16],f32>"] * 4  # 1 + 7
+    assert 'effc.split_concat_matmul = "4/4 matmuls of a concatenation split' in compiled.mlir
+    assert max(compiled.compare()) < 1e-5
+
+
 class GroupedCachedAttention(torch.nn.Module):
     """CachedAttention with 9 query heads over 3 KV heads repeated as LLaMA's repeat_kv does: `-O` folds the repeat
     into the queries, so each KV head's attention matmuls have 3 rows (SmolLM2's decode step)."""

@@ -1,13 +1,14 @@
-// effc-split-concat-matmul: a matmul whose operand is a concatenation (through views, permutes, squeezes and
-// unsqueezes) becomes matmuls of the parts, so the concatenation is never copied: a decode step's
-// cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of the second) the products
+// effc-split-concat-matmul: a matmul whose operand is a concatenation (through views, permutes, squeezes,
+// unsqueezes, broadcasts and constant padding) becomes matmuls of the parts, so the concatenation is never copied: a
+// decode step's cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of the second) the products
 // are concatenated; along k the other operand is sliced to each part and the products summed. Left, by reason in the
 // module attribute effc.split_concat_matmul: concatenations read elsewhere too, along the batch axis, whose axis a
-// view merges with another, or against more than 16 rows (columns) of the other operand.
+// view merges with another or a broadcast repeats, padded by a negative amount, or against more than 16 rows
+// (columns) of the other operand.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-split-concat-matmul)' | FileCheck %s
 
-// CHECK: module attributes {effc.split_concat_matmul = "4/8 matmuls of a concatenation split into matmuls of its parts; left: a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1), other operand of more than 16 rows (columns): the copy is cheap beside the matmul (1)"}
+// CHECK: module attributes {effc.split_concat_matmul = "5/11 matmuls of a concatenation split into matmuls of its parts; left: a broadcast along the concatenated axis (1), a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1), other operand of more than 16 rows (columns): the copy is cheap beside the matmul (1), padding that is not constant, or negative (1)"}
 
 // Decode attention's scores: q by the transposed cat([cache, new row]) along the keys, n of the second operand.
 // The cache's keys and the new row each permuted and viewed as the concatenation was; the scores concatenated.
@@ -69,6 +70,52 @@ func.func @values(%p: !torch.vtensor<[3,1,17],f32>, %cache: !torch.vtensor<[1,3,
   return %o : !torch.vtensor<[3,1,8],f32>
 }
 
+// The weighted values over repeated KV heads with the keys padded (repeat_kv, then key_multiple's constant_pad_nd):
+// each part repeated as the concatenation was; only the last part padded, by all of the padding.
+// CHECK-LABEL: func.func @repeated_padded_values(
+// CHECK-SAME:    %[[P:[^:]+]]: !torch.vtensor<[4,1,8],f32>, %[[CACHE:[^:]+]]: !torch.vtensor<[1,2,6,4],f32>, %[[NEW:[^:]+]]: !torch.vtensor<[1,2,1,4],f32>
+// CHECK-NOT:     torch.aten.cat
+// CHECK:         %[[CU:.*]] = torch.aten.unsqueeze %[[CACHE]], %{{.*}} -> !torch.vtensor<[1,2,1,6,4],f32>
+// CHECK:         %[[CR:.*]] = torch.aten.broadcast_to %[[CU]], %{{.*}} -> !torch.vtensor<[1,2,2,6,4],f32>
+// CHECK:         %[[CV:.*]] = torch.aten.view %[[CR]], %{{.*}} -> !torch.vtensor<[1,4,6,4],f32>
+// CHECK-NOT:     torch.aten.constant_pad_nd %[[CV]]
+// CHECK:         %[[CB:.*]] = torch.aten.view %[[CV]], %{{.*}} -> !torch.vtensor<[4,6,4],f32>
+// CHECK:         %[[NU:.*]] = torch.aten.unsqueeze %[[NEW]], %{{.*}} -> !torch.vtensor<[1,2,1,1,4],f32>
+// CHECK:         %[[NR:.*]] = torch.aten.broadcast_to %[[NU]], %{{.*}} -> !torch.vtensor<[1,2,2,1,4],f32>
+// CHECK:         %[[NV:.*]] = torch.aten.view %[[NR]], %{{.*}} -> !torch.vtensor<[1,4,1,4],f32>
+// CHECK:         %[[ZERO:.*]] = torch.constant.int 0
+// CHECK:         %[[PADS:.*]] = torch.prim.ListConstruct %[[ZERO]], %[[ZERO]], %[[ZERO]], %int1, %[[ZERO]], %[[ZERO]], %[[ZERO]], %[[ZERO]] :
+// CHECK:         %[[NP:.*]] = torch.aten.constant_pad_nd %[[NV]], %[[PADS]], %{{.*}} -> !torch.vtensor<[1,4,2,4],f32>
+// CHECK:         %[[NB:.*]] = torch.aten.view %[[NP]], %{{.*}} -> !torch.vtensor<[4,2,4],f32>
+// CHECK:         %[[P1:.*]] = torch.aten.slice.Tensor %[[P]], %{{.*}} -> !torch.vtensor<[4,1,6],f32>
+// CHECK:         %[[O1:.*]] = torch.aten.bmm %[[P1]], %[[CB]]
+// CHECK:         %[[P2:.*]] = torch.aten.slice.Tensor %[[P]], %{{.*}} -> !torch.vtensor<[4,1,2],f32>
+// CHECK:         %[[O2:.*]] = torch.aten.bmm %[[P2]], %[[NB]]
+// CHECK:         %[[O:.*]] = torch.aten.add.Tensor %[[O1]], %[[O2]], %{{.*}} -> !torch.vtensor<[4,1,4],f32>
+// CHECK:         return %[[O]]
+func.func @repeated_padded_values(%p: !torch.vtensor<[4,1,8],f32>, %cache: !torch.vtensor<[1,2,6,4],f32>, %new: !torch.vtensor<[1,2,1,4],f32>) -> !torch.vtensor<[4,1,4],f32> {
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %int2 = torch.constant.int 2
+  %int4 = torch.constant.int 4
+  %int7 = torch.constant.int 7
+  %int8 = torch.constant.int 8
+  %parts = torch.prim.ListConstruct %cache, %new : (!torch.vtensor<[1,2,6,4],f32>, !torch.vtensor<[1,2,1,4],f32>) -> !torch.list<vtensor>
+  %vals = torch.aten.cat %parts, %int2 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[1,2,7,4],f32>
+  %up = torch.aten.unsqueeze %vals, %int2 : !torch.vtensor<[1,2,7,4],f32>, !torch.int -> !torch.vtensor<[1,2,1,7,4],f32>
+  %sizes = torch.prim.ListConstruct %int1, %int2, %int2, %int7, %int4 : (!torch.int, !torch.int, !torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %rep = torch.aten.broadcast_to %up, %sizes : !torch.vtensor<[1,2,1,7,4],f32>, !torch.list<int> -> !torch.vtensor<[1,2,2,7,4],f32>
+  %heads = torch.prim.ListConstruct %int1, %int4, %int7, %int4 : (!torch.int, !torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %merged = torch.aten.view %rep, %heads : !torch.vtensor<[1,2,2,7,4],f32>, !torch.list<int> -> !torch.vtensor<[1,4,7,4],f32>
+  %pads = torch.prim.ListConstruct %int0, %int0, %int0, %int1 : (!torch.int, !torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %zero = torch.constant.float 0.000000e+00
+  %padded = torch.aten.constant_pad_nd %merged, %pads, %zero : !torch.vtensor<[1,4,7,4],f32>, !torch.list<int>, !torch.float -> !torch.vtensor<[1,4,8,4],f32>
+  %shape = torch.prim.ListConstruct %int4, %int8, %int4 : (!torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %b = torch.aten.view %padded, %shape : !torch.vtensor<[1,4,8,4],f32>, !torch.list<int> -> !torch.vtensor<[4,8,4],f32>
+  %o = torch.aten.bmm %p, %b : !torch.vtensor<[4,1,8],f32>, !torch.vtensor<[4,8,4],f32> -> !torch.vtensor<[4,1,4],f32>
+  return %o : !torch.vtensor<[4,1,4],f32>
+}
+
 // Rows of the first operand (m): the products' rows concatenated; k of the first operand: the products summed.
 // CHECK-LABEL: func.func @first_operand(
 // CHECK-SAME:    %[[A:[^:]+]]: !torch.vtensor<[2,4],f32>, %[[B:[^:]+]]: !torch.vtensor<[3,4],f32>, %[[W:[^:]+]]: !torch.vtensor<[4,6],f32>, %[[C:[^:]+]]: !torch.vtensor<[5,1],f32>, %[[D:[^:]+]]: !torch.vtensor<[5,3],f32>
@@ -94,12 +141,13 @@ func.func @first_operand(%a: !torch.vtensor<[2,4],f32>, %b: !torch.vtensor<[3,4]
 }
 
 // Left: a concatenation read elsewhere too (its copy stays), one along the batch axis, one whose axis a view merges,
-// and one against a first operand of 32 rows (a matmul bound by arithmetic, not by reading the concatenation).
+// one against a first operand of 32 rows (a matmul bound by arithmetic, not by reading the concatenation), one
+// repeated along its axis by a broadcast, and one cropped by negative padding.
 // CHECK-LABEL: func.func @left(
-// CHECK-COUNT-4: torch.aten.cat
+// CHECK-COUNT-6: torch.aten.cat
 // CHECK-NOT:     torch.aten.cat
 // CHECK-NOT:     torch.aten.slice.Tensor
-func.func @left(%a: !torch.vtensor<[2,4,4],f32>, %b: !torch.vtensor<[1,4,4],f32>, %w: !torch.vtensor<[3,4,4],f32>, %c: !torch.vtensor<[4,2],f32>, %d: !torch.vtensor<[4,2],f32>, %v: !torch.vtensor<[16,8],f32>, %x32: !torch.vtensor<[32,4],f32>, %b1: !torch.vtensor<[1,8],f32>, %b3: !torch.vtensor<[3,8],f32>) -> (!torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>, !torch.vtensor<[32,8],f32>) {
+func.func @left(%a: !torch.vtensor<[2,4,4],f32>, %b: !torch.vtensor<[1,4,4],f32>, %w: !torch.vtensor<[3,4,4],f32>, %c: !torch.vtensor<[4,2],f32>, %d: !torch.vtensor<[4,2],f32>, %v: !torch.vtensor<[16,8],f32>, %x32: !torch.vtensor<[32,4],f32>, %b1: !torch.vtensor<[1,8],f32>, %b3: !torch.vtensor<[3,8],f32>, %w8: !torch.vtensor<[8,2],f32>) -> (!torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>, !torch.vtensor<[32,8],f32>, !torch.vtensor<[3,2],f32>, !torch.vtensor<[3,2],f32>) {
   %int0 = torch.constant.int 0
   %int1 = torch.constant.int 1
   %batch = torch.prim.ListConstruct %a, %b : (!torch.vtensor<[2,4,4],f32>, !torch.vtensor<[1,4,4],f32>) -> !torch.list<vtensor>
@@ -120,5 +168,19 @@ func.func @left(%a: !torch.vtensor<[2,4,4],f32>, %b: !torch.vtensor<[1,4,4],f32>
   %ks = torch.prim.ListConstruct %b1, %b3 : (!torch.vtensor<[1,8],f32>, !torch.vtensor<[3,8],f32>) -> !torch.list<vtensor>
   %kb = torch.aten.cat %ks, %int0 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[4,8],f32>
   %many = torch.aten.mm %x32, %kb : !torch.vtensor<[32,4],f32>, !torch.vtensor<[4,8],f32> -> !torch.vtensor<[32,8],f32>
-  return %y, %sum, %r, %many : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>, !torch.vtensor<[32,8],f32>
+  %one = torch.prim.ListConstruct %b1 : (!torch.vtensor<[1,8],f32>) -> !torch.list<vtensor>
+  %single = torch.aten.cat %one, %int0 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[1,8],f32>
+  %int3 = torch.constant.int 3
+  %int8 = torch.constant.int 8
+  %three = torch.prim.ListConstruct %int3, %int8 : (!torch.int, !torch.int) -> !torch.list<int>
+  %rows = torch.aten.broadcast_to %single, %three : !torch.vtensor<[1,8],f32>, !torch.list<int> -> !torch.vtensor<[3,8],f32>
+  %repeated = torch.aten.mm %rows, %w8 : !torch.vtensor<[3,8],f32>, !torch.vtensor<[8,2],f32> -> !torch.vtensor<[3,2],f32>
+  %odd = torch.prim.ListConstruct %b1, %b3 : (!torch.vtensor<[1,8],f32>, !torch.vtensor<[3,8],f32>) -> !torch.list<vtensor>
+  %four = torch.aten.cat %odd, %int0 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[4,8],f32>
+  %intm1 = torch.constant.int -1
+  %crop = torch.prim.ListConstruct %int0, %int0, %int0, %intm1 : (!torch.int, !torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %zero = torch.constant.float 0.000000e+00
+  %cropped = torch.aten.constant_pad_nd %four, %crop, %zero : !torch.vtensor<[4,8],f32>, !torch.list<int>, !torch.float -> !torch.vtensor<[3,8],f32>
+  %first3 = torch.aten.mm %cropped, %w8 : !torch.vtensor<[3,8],f32>, !torch.vtensor<[8,2],f32> -> !torch.vtensor<[3,2],f32>
+  return %y, %sum, %r, %many, %repeated, %first3 : !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[3,4,4],f32>, !torch.vtensor<[1,8],f32>, !torch.vtensor<[32,8],f32>, !torch.vtensor<[3,2],f32>, !torch.vtensor<[3,2],f32>
 }
