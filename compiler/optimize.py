@@ -69,9 +69,12 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
         # A decode step's attention matmuls split over cat([KV cache, new row]), so the cache is not copied into a new
         # tensor every layer: SmolLM2's f32 step 27.8 -> 23.1 ms of dispatch time (Zen 4; NOTES.md, twenty-third
         # session). After effc-move-matmul-scale, which takes the keys' scale from between the cat and the matmul.
+        # Then the repeated KV heads the import could not fold (a pipeline with effc-chai) folded at the matmuls:
+        # SmolLM2's CHAI decode step (f32) 29.3 -> 21.3 ms with the split, the step without CHAI 22.9 (Zen 4, 12
+        # alternating rounds; NOTES.md, twenty-fourth session). Nothing to fold elsewhere (fold_gqa did it).
         "pipeline": (
             "builtin.module(effc-hoist-softmax-guard,effc-move-matmul-scale,effc-rational-gelu,"
-            "effc-split-concat-matmul)"
+            "effc-split-concat-matmul,effc-fold-broadcast-bmm)"
         ),
         # Row reductions (softmax, LayerNorm) as vector code instead of in-order scalar sums and NaN-checking maxes:
         # the attention block's softmax 32.1 -> 24.7 ms. In one run of the whole set (2-core CPU, freed memory kept)

@@ -26,6 +26,12 @@ def _carbon() -> type[ModulePass]:
     return CarbonPass
 
 
+def _fold_broadcast_bmm() -> type[ModulePass]:
+    from effc.passes.fold_broadcast_bmm import FoldBroadcastBmmPass
+
+    return FoldBroadcastBmmPass
+
+
 def _hoist_softmax_guard() -> type[ModulePass]:
     from effc.passes.hoist_softmax_guard import HoistSoftmaxGuardPass
 
@@ -120,6 +126,7 @@ def _lower_to_linalg() -> type[ModulePass]:
 _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-carbon": _carbon,
     "effc-chai": _chai,
+    "effc-fold-broadcast-bmm": _fold_broadcast_bmm,
     "effc-hoist-softmax-guard": _hoist_softmax_guard,
     "effc-lower-to-linalg": _lower_to_linalg,
     "effc-move-matmul-scale": _move_matmul_scale,

@@ -10,10 +10,10 @@ distributes over the concatenation of an operand, so the copy is not needed:
     A · cat(B1, B2) along B's rows     =  A[:, :k1] · B1 + A[:, k1:] · B2   (the weighted values)
 
 and likewise for the first operand. The ops between the concatenation and the matmul (views, permutes, squeezes,
-unsqueezes, broadcasts: torch's sdpa decomposition and repeat_kv; constant padding: `key_multiple`'s padded keys) are
-applied to each part, with the concatenated axis traced through them; padding along that axis goes to the first part
-(before it) and the last (after it). Exact in real arithmetic; the second form changes the summation order (f32
-rounding).
+unsqueezes, broadcasts and casts: torch's sdpa decomposition, in f32 for f16 attention, and repeat_kv; constant
+padding: `key_multiple`'s padded keys) are applied to each part, with the concatenated axis traced through them;
+padding along that axis goes to the first part (before it) and the last (after it). Exact in real arithmetic; the
+second form changes the summation order (f32 rounding).
 
 Only a concatenation that the matmul alone reads (each step to it with that one use) is split, and only where the
 other operand has few rows (`STREAMED_ROWS`). Left as they are, counted in the module attribute
@@ -54,21 +54,29 @@ _MATMULS = frozenset({"torch.aten.mm", "torch.aten.bmm"})
 # output projection, a prefill's chunks).
 STREAMED_ROWS = 16
 _PAD = "torch.aten.constant_pad_nd"
+CAST = "torch.aten.to.dtype"  # torch's sdpa decomposition computes f16 attention in f32
 _SHAPE_OPS = (
     VIEW_OPS
     | BROADCAST_OPS
-    | {"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.unsqueeze", "torch.aten.squeeze.dim", _PAD}
+    | {"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.unsqueeze", "torch.aten.squeeze.dim", _PAD, CAST}
 )
+
+
+def source_chain(
+    value: ir.Value, through: frozenset[str], sources: frozenset[str]
+) -> tuple[ir.Operation, list[ir.Operation]] | None:
+    """(the op of `sources` that `value` comes from, the `through` ops from it to `value` in order), else None."""
+    chain: list[ir.Operation] = []
+    op = producer(value)
+    while op is not None and op.name in through:
+        chain.insert(0, op)
+        op = producer(op.operands[0])
+    return (op, chain) if op is not None and op.name in sources else None
 
 
 def _concat_chain(value: ir.Value) -> tuple[ir.Operation, list[ir.Operation]] | None:
     """(the concatenation, the shape ops from it to `value` in order) where `value` is one reshaped, else None."""
-    chain: list[ir.Operation] = []
-    op = producer(value)
-    while op is not None and op.name in _SHAPE_OPS:
-        chain.insert(0, op)
-        op = producer(op.operands[0])
-    return (op, chain) if op is not None and op.name == "torch.aten.cat" else None
+    return source_chain(value, _SHAPE_OPS, frozenset({"torch.aten.cat"}))
 
 
 def _normalized(axis: int, rank: int) -> int:
@@ -92,6 +100,8 @@ def _traced_axis(op: ir.Operation, axis: int) -> int:
         if result.shape[landed] != source.shape[axis]:
             raise Skip("a broadcast along the concatenated axis")
         return landed
+    if op.name == CAST:
+        return axis
     if op.name == _PAD:
         if _pads(op) is None:
             raise Skip("padding that is not constant, or negative")

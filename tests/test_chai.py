@@ -406,6 +406,38 @@ def test_decode_step_with_padded_keys_keeps_chais_k_cache_and_outputs() -> None:
             assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
+def test_decode_step_under_dash_o_reads_each_kv_head_once(tmp_path: Path) -> None:
+    """CHAI reads attention per query head, so `-O` cannot fold the repeated KV heads at import: its passes split the
+    cache's `cat` and fold the repeats at the matmuls instead (every layer's K and V), and the step computes what it
+    does without them."""
+    from effc.compiler.api import compile_model
+    from effc.compiler.optimize import best_known
+    from effc.passes.chai_decode import DecodeStep
+    from effc.passes.pipeline import chain_pipelines
+
+    wrapper, inputs = model_zoo.llama_gqa()
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(make_plan(wrapper, *GQA_PLAN).to_json())
+    shapes = layer_shapes(wrapper)
+    torch.manual_seed(2)
+    caches = [torch.randn(1, shapes[0].kv_heads, 16, shapes[0].head_dim) for _ in range(2 * len(shapes))]
+    example = (inputs[0][:, :1], torch.tensor([11]), *caches)
+    options = best_known("llvm-cpu")
+    pipeline = chain_pipelines(f"builtin.module(effc-chai{{plan={plan_file}}})", options.pop("pipeline"))
+    optimized = compile_model(DecodeStep(wrapper.model).eval(), example, pipeline=pipeline, **options)
+    layers = len(shapes)
+    assert f'effc.split_concat_matmul = "{2 * layers}/{2 * layers} matmuls' in optimized.mlir
+    assert f'effc.fold_broadcast_bmm = "{4 * layers}/{4 * layers} batch matmuls' in optimized.mlir
+    program = torch.export.export(DecodeStep(wrapper.model).eval(), example, strict=False)
+    mlir, _ = import_program(program, attention="decomposed")
+    rewrite_module(mlir.operation, make_plan(wrapper, *GQA_PLAN))
+    # The plan's representatives are all on KV head 0: CHAI's K caches keep that head alone.
+    arrays = [t.numpy() for t in (*example[:2], *[c[:, :1] if i < layers else c for i, c in enumerate(caches)])]
+    expected = run_vmfb(compile_mlir(str(mlir), target="llvm-cpu"), arrays)
+    for got, want in zip(run_vmfb(optimized.vmfb, arrays), expected, strict=True):
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 

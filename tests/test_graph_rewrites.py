@@ -175,24 +175,30 @@ def test_optimized_decode_step_splits_every_layers_attention_over_its_cache() ->
     assert max(compiled.compare()) < 1e-5
 
 
-def test_split_concat_matmul_reads_a_repeated_padded_cache_in_place() -> None:
-    """Without the fold of repeated KV heads and with the keys padded (`-O`'s CUDA import, or CHAI's decode step),
-    repeat_kv's broadcast and the padding sit between the cache's `cat` and the matmuls: each layer's two still split,
-    and the step's logits and new KV rows stay torch's."""
+@pytest.mark.parametrize(("dtype", "element"), [(torch.float32, "f32"), (torch.float16, "f16")])
+def test_split_and_fold_read_a_repeated_padded_cache_in_place(dtype: torch.dtype, element: str) -> None:
+    """Without the fold of repeated KV heads at import and with the keys padded (`-O`'s CUDA import, or CHAI's decode
+    step), repeat_kv's broadcast, the padding and, in f16, the decomposition's casts to f32 sit between the cache's
+    `cat` and the matmuls: each layer's two still split, the repeats of the cache fold, and the step's logits and new
+    KV rows stay torch's."""
     from effc.passes.chai_decode import DecodeStep
 
     wrapper, inputs = model_zoo.llama_gqa()
+    wrapper.model.to(dtype)
     torch.manual_seed(0)
-    caches = [torch.randn(1, 2, 16, 16) for _ in range(4)]
+    caches = [torch.randn(1, 2, 16, 16, dtype=dtype) for _ in range(4)]
     step = (inputs[0][:, :1], torch.tensor([12]), *caches)
-    pipeline = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)"
+    pipeline = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul,effc-fold-broadcast-bmm)"
     compiled = compile_model(
         DecodeStep(wrapper.model).eval(), step, attention="decomposed", key_multiple=8, pipeline=pipeline
     )
-    assert compiled.mlir.count("torch.aten.broadcast_to") == 8  # each layer's K and V, for the cache and the new row
-    assert _results(compiled.mlir, "torch.aten.constant_pad_nd") == ["!torch.vtensor<[1,4,8,16],f32>"] * 4  # 1 + 7
+    # The new row's keys and values padded (1 + 7), repeated as the import wrote them; the cache's folded.
+    padded = "torch.aten.constant_pad_nd"
+    assert _results(compiled.mlir, padded) == [f"!torch.vtensor<[1,4,8,16],{element}>"] * 4
+    assert compiled.mlir.count("torch.aten.broadcast_to") == 4
     assert 'effc.split_concat_matmul = "4/4 matmuls of a concatenation split' in compiled.mlir
-    assert max(compiled.compare()) < 1e-5
+    assert 'effc.fold_broadcast_bmm = "4/4 batch matmuls over repeated entries folded' in compiled.mlir
+    assert max(compiled.compare()) < (1e-5 if dtype == torch.float32 else 2e-3)
 
 
 class GroupedCachedAttention(torch.nn.Module):
@@ -207,6 +213,26 @@ class GroupedCachedAttention(torch.nn.Module):
         keys = keys[:, :, None].expand(batch, heads, 3, length, dim).reshape(batch, heads * 3, length, dim)
         values = values[:, :, None].expand(batch, heads, 3, length, dim).reshape(batch, heads * 3, length, dim)
         return torch.nn.functional.scaled_dot_product_attention(q, keys, values)
+
+
+def test_fold_broadcast_bmm_reads_each_kv_head_once() -> None:
+    """Attention over KV heads repeated for 9 query heads, imported without `fold_gqa`: after the split, the
+    matmuls of the cache and of the new row each read the 3 KV heads with 3 query rows apiece instead of their 9
+    copies, and the output stays torch's."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 9, 1, 16), torch.randn(1, 3, 1, 16), torch.randn(1, 3, 1, 16)
+    inputs = (q, torch.randn(1, 3, 20, 16), torch.randn(1, 3, 20, 16), k, v)
+    pipeline = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul,effc-fold-broadcast-bmm)"
+    compiled = compile_model(GroupedCachedAttention(), inputs, attention="decomposed", pipeline=pipeline)
+    assert 'effc.fold_broadcast_bmm = "4/4 batch matmuls over repeated entries folded' in compiled.mlir
+    assert "torch.aten.broadcast_to" not in compiled.mlir and "torch.aten.expand" not in compiled.mlir
+    assert _results(compiled.mlir, "torch.aten.bmm") == [
+        "!torch.vtensor<[3,3,20],f32>",
+        "!torch.vtensor<[3,3,1],f32>",
+        "!torch.vtensor<[3,3,16],f32>",
+        "!torch.vtensor<[3,3,16],f32>",
+    ]
+    assert max(compiled.compare()) < 1e-5
 
 
 @pytest.mark.usefixtures("bf16_cpu")

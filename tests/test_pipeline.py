@@ -283,7 +283,8 @@ def test_optimize_appends_its_passes_to_the_users() -> None:
     flags = {"input": [], "target": "llvm-cpu", "cuda_arch": "sm_80", "attention": "auto", "iree_flag": []}
     flags |= {"matmul_precision": "highest", "trust_pickle": False}
     optimized = argparse.Namespace(**flags, optimize=True)
-    passes = "effc-hoist-softmax-guard,effc-move-matmul-scale,effc-rational-gelu,effc-split-concat-matmul"
+    passes = "effc-hoist-softmax-guard,effc-move-matmul-scale,effc-rational-gelu,effc-split-concat-matmul,"
+    passes += "effc-fold-broadcast-bmm"
     assert model_options(optimized, "builtin.module(cse)")["pipeline"] == f"builtin.module(cse,{passes})"
     assert model_options(optimized)["pipeline"] == f"builtin.module({passes})"
     assert model_options(argparse.Namespace(**flags, optimize=False))["pipeline"] is None

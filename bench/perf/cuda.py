@@ -302,6 +302,7 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     from effc.compiler.optimize import MEDIUM_PRECISION, best_known
     from effc.compiler.parameters import archive_fingerprint, archive_sources, write_splat_archive
     from effc.compiler.progress import Stages
+    from effc.passes.pipeline import chain_pipelines
 
     pack.mkdir(parents=True, exist_ok=True)
     manifest_path = pack / "manifest.json"
@@ -316,6 +317,8 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     hoist = "builtin.module(effc-hoist-softmax-guard)"
     hoist_narrow = "builtin.module(effc-hoist-softmax-guard,effc-narrow-softmax)"
     guard_max = "builtin.module(effc-softmax-guard-from-max)"
+    split = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)"
+    split_fold = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul,effc-fold-broadcast-bmm)"
     # (workload, precision, config name, attention form, pipeline, iree flags, keep real weights).
     # CHAI's decode step runs in f32 with attention decomposed: IREE 3.13's CUDA codegen rejects its fused
     # form (sdpa whose V is wider than Q/K: "failed to distribute") and -O's O3 (a vector.transfer_write
@@ -472,6 +475,14 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         # took 958 us of the step's kernels).
         ("smollm2-decode", "f16", "-O+guard-max", "auto", guard_max, (), False),
         ("smollm2-decode", "f16", "-O+chai+guard-max", "auto", plan[:-1] + ",effc-softmax-guard-from-max)", (), False),
+        # Sixteenth round (not yet run on a GPU): the decode step's attention matmuls split over cat([cache, new row])
+        # (through the repeat, the key padding and the f16 step's casts to f32) so the cache is not copied into a new
+        # tensor, and then the repeated KV heads folded at the matmuls (the import's fold made the H100's f16 step
+        # 1.57x slower; this one leaves the padding and casts as they are). CHAI's step likewise: on the Zen 4 its
+        # f32 step went 29.3 -> 21.3 ms with both (NOTES.md, twenty-fourth session).
+        ("smollm2-decode", "f16", "-O+split", "auto", split, (), False),
+        ("smollm2-decode", "f16", "-O+split+mmfold", "auto", split_fold, (), False),
+        ("smollm2-decode", "f16", "-O+chai+split+mmfold", "auto", chain_pipelines(plan, split_fold), (), False),
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
