@@ -791,6 +791,11 @@ def _rewrite(
         _shrink_io(module, rewriter.narrowers, report)
         for _, _, block in functions(module):
             erase_dead_ops(block)
+    from effc.passes.matmul_weights import fold_constant_selections  # it builds on this module's helpers
+
+    if fold_constant_selections(module):
+        for _, _, block in functions(module):
+            erase_dead_ops(block)
     module.attributes[REPORT_ATTRIBUTE] = ir.StringAttr.get(report.summary())
     return report
 

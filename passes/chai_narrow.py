@@ -4,8 +4,9 @@ CHAI needs "Q (or K, or the softmax probabilities) for these heads only". Insert
 `index_select` at the attention would keep the full projections alive. Instead `Narrower` walks
 backwards from the value through head-preserving ops (views, permutes, RoPE arithmetic, the score
 matmul, the softmax, grouped-query `repeat_kv`) and re-emits each with fewer heads, so the selection
-lands on the projection weight itself (one `index_select` of a constant, folded by IREE) and every
-op on the way shrinks. Where no rule applies it stops and selects there; those stops are recorded.
+lands on the projection weight itself (one `index_select` of a constant, which effc-chai then folds into a
+literal of the selected rows: `matmul_weights.fold_constant_selections`) and every op on the way shrinks.
+Where no rule applies it stops and selects there; those stops are recorded.
 
 A selection may also be a linear combination of heads (rows summing to one): the training-free
 GQA mean-pooling baseline pushes such a map through the linear part of the K path the same way.

@@ -110,6 +110,36 @@ def resource_literal(b: Builder, array: np.ndarray, dtype: str, name: str) -> ir
     return b.op("torch.vtensor.literal", [], [TensorType(data.shape, dtype).ir_type()], {"value": attr}).result
 
 
+_NUMPY_FLOATS: dict[str, type[np.generic]] = {"f32": np.float32, "f16": np.float16}
+
+
+def fold_constant_selections(module: ir.Operation) -> int:
+    """Each `index_select` of an f32 or f16 literal by a literal index becomes a literal of the selected rows; how
+    many. effc-chai narrows projections this way: after the fold the passes that read weights (effc-narrow-weights,
+    effc-quantize-dynamic, effc-vnni-matmul) see a constant, and the rows left out leave the module."""
+    folded = 0
+    for _, _, block in functions(module):
+        for op in list(block.operations):
+            if op.operation.name != "torch.aten.index_select":
+                continue
+            source, index, axis = producer(op.operands[0]), producer(op.operands[2]), constant_int(op.operands[1])
+            source_type = tensor_type(op.operands[0])
+            if source is None or index is None or axis is None or source_type is None:
+                continue
+            if source.name != "torch.vtensor.literal" or index.name != "torch.vtensor.literal":
+                continue
+            dtype = _NUMPY_FLOATS.get(source_type.dtype)
+            data = literal_array(source, dtype) if dtype is not None else None
+            rows = literal_array(index, np.int64)
+            if data is None or rows is None:
+                continue
+            b = Builder(op.operation)
+            selected = resource_literal(b, np.take(data, rows, axis=axis), source_type.dtype, "effc_selected_weight")
+            op.results[0].replace_all_uses_with(selected)
+            folded += 1
+    return folded
+
+
 def rows_key(x: ir.Value) -> tuple[ir.Value, tuple[int, int]]:
     """What makes two matmul inputs the same rows: the value behind their views, and the [rows, cols] they flatten
     to. Q, K and V (or gate and up) read one input through views of their own."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -436,6 +437,28 @@ def test_decode_step_under_dash_o_reads_each_kv_head_once(tmp_path: Path) -> Non
     expected = run_vmfb(compile_mlir(str(mlir), target="llvm-cpu"), arrays)
     for got, want in zip(run_vmfb(optimized.vmfb, arrays), expected, strict=True):
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_selected_projection_rows_are_constants_for_the_weight_passes(tmp_path: Path) -> None:
+    """CHAI narrows the Q and K projections to the representatives' rows; those rows become literals of their own, so
+    effc-narrow-weights (`medium`) and effc-quantize-dynamic (`int8`) take them like any other weight, and the
+    full projections leave the module."""
+    from effc.compiler.api import compile_model
+    from effc.passes.chai_decode import DecodeStep
+
+    wrapper, inputs = model_zoo.llama_gqa()
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(make_plan(wrapper, *GQA_PLAN).to_json())
+    shapes = layer_shapes(wrapper)
+    caches = [torch.zeros(1, shapes[0].kv_heads, 16, shapes[0].head_dim) for _ in range(2 * len(shapes))]
+    example = (inputs[0][:, :1], torch.tensor([11]), *caches)
+    chai = f"effc-chai{{plan={plan_file}}}"
+    for follower, report in (("effc-narrow-weights", "narrow_weights"), ("effc-quantize-dynamic", "quantize_dynamic")):
+        pipeline = f"builtin.module({chai},{follower})"
+        mlir = compile_model(DecodeStep(wrapper.model).eval(), example, pipeline=pipeline, emit="torch").mlir
+        assert re.search(rf'effc.{report} = "(\d+)/\1 ', mlir), re.findall(rf'effc.{report} = "[^"]*"', mlir)
+        assert "dense_resource<effc_selected_weight" in mlir
+        assert not re.search(r"torch.aten.index_select .* -> !torch.vtensor<\[\d+,\d+\],", mlir)  # no 2-D selection
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -13,8 +13,8 @@
 // the returned K cache has 1 head.
 // CHECK-LABEL: func.func @prefill(
 // CHECK-SAME:    -> (!torch.vtensor<[1,4,3,2],f32>, !torch.vtensor<[1,1,3,2],f32>)
-// CHECK:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[4,8],f32>
-// CHECK:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[2,8],f32>
+// CHECK:         torch.vtensor.literal(dense_resource<effc_selected_weight{{.*}}> : tensor<4x8xf32>) : !torch.vtensor<[4,8],f32>
+// CHECK:         torch.vtensor.literal(dense_resource<effc_selected_weight{{.*}}> : tensor<2x8xf32>) : !torch.vtensor<[2,8],f32>
 // CHECK:         %[[K1:.*]] = torch.aten.permute %{{.*}} -> !torch.vtensor<[1,1,3,2],f32>
 // CHECK:         %[[K1U:.*]] = torch.aten.unsqueeze %[[K1]], %{{.*}} -> !torch.vtensor<[1,1,1,3,2],f32>
 // CHECK:         %[[K1B:.*]] = torch.aten.broadcast_to %[[K1U]], %{{.*}} -> !torch.vtensor<[1,1,2,3,2],f32>

@@ -28,14 +28,14 @@
 // scaled_dot_product_attention stays fused: one sdpa for the two single-head clusters and one for the
 // two-member cluster, whose members' V sit side by side ([1,1,3,4]). Q and K projections keep the
 // 3 representatives' rows ([6,8]); V's rows are reordered cluster by cluster; heads are put back
-// in order at the end.
+// in order at the end. The selected weight rows are literals of their own (the full weights leave the module).
 // MHA:       module attributes {effc.chai = "1/1 attention layers rewritten (chai, static); QK^T heads 4->3, K heads 4->3
 // MHA-LABEL: func.func @sdpa(
-// MHA:         %[[WQ:.*]] = torch.aten.index_select %{{.*}} : !torch.vtensor<[8,8],f32>, !torch.int, !torch.vtensor<[6],si64> -> !torch.vtensor<[6,8],f32>
+// MHA:         torch.vtensor.literal(dense_resource<effc_selected_weight{{.*}}> : tensor<6x8xf32>) : !torch.vtensor<[6,8],f32>
 // MHA:         torch.aten.mm %{{.*}} -> !torch.vtensor<[3,6],f32>
-// MHA:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[6,8],f32>
+// MHA:         torch.vtensor.literal(dense_resource<effc_selected_weight{{.*}}> : tensor<6x8xf32>) : !torch.vtensor<[6,8],f32>
 // MHA:         torch.aten.mm %{{.*}} -> !torch.vtensor<[3,6],f32>
-// MHA:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[8,8],f32>
+// MHA:         torch.vtensor.literal(dense_resource<effc_selected_weight{{.*}}> : tensor<8x8xf32>) : !torch.vtensor<[8,8],f32>
 // MHA:         torch.aten.scaled_dot_product_attention %{{.*}} : !torch.vtensor<[1,2,3,2],f32>, !torch.vtensor<[1,2,3,2],f32>, !torch.vtensor<[1,2,3,2],f32>, {{.*}} -> !torch.vtensor<[1,2,3,2],f32>
 // MHA:         torch.aten.scaled_dot_product_attention %{{.*}} : !torch.vtensor<[1,1,3,2],f32>, !torch.vtensor<[1,1,3,2],f32>, !torch.vtensor<[1,1,3,4],f32>, {{.*}} -> !torch.vtensor<[1,1,3,4],f32>
 // MHA:         torch.aten.cat %{{.*}} -> !torch.vtensor<[1,4,3,2],f32>
@@ -80,9 +80,9 @@ func.func @sdpa(%x: !torch.vtensor<[3,8],f32>) -> !torch.vtensor<[1,4,3,2],f32> 
 // scores and softmax for the 3 representatives only ([1,3,3,3]), then each head takes its cluster's
 // probabilities (heads 0,1,2,3 → clusters 0,1,0,2) before the product with its own V ([1,4,3,3]).
 // MHA-LABEL: func.func @chain(
-// MHA:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[6,8],f32>
+// MHA:         torch.vtensor.literal(dense_resource<effc_selected_weight{{.*}}> : tensor<6x8xf32>) : !torch.vtensor<[6,8],f32>
 // MHA:         torch.aten.mm %{{.*}} -> !torch.vtensor<[3,6],f32>
-// MHA:         torch.aten.index_select %{{.*}} -> !torch.vtensor<[6,8],f32>
+// MHA:         torch.vtensor.literal(dense_resource<effc_selected_weight{{.*}}> : tensor<6x8xf32>) : !torch.vtensor<[6,8],f32>
 // MHA:         torch.aten.mm %{{.*}} -> !torch.vtensor<[3,6],f32>
 // MHA:         torch.aten.matmul %{{.*}} : !torch.vtensor<[1,3,3,2],f32>, !torch.vtensor<[1,3,2,3],f32> -> !torch.vtensor<[1,3,3,3],f32>
 // MHA:         %[[PROBS:.*]] = torch.aten._softmax %{{.*}} -> !torch.vtensor<[1,3,3,3],f32>
