@@ -109,7 +109,8 @@ def _fold(site: tuple[ir.Operation, int]) -> None:
     batch, rows, k = first.shape
     if rows > STREAMED_ROWS:
         raise Skip(f"first operand of more than {STREAMED_ROWS} rows: the repeats are small beside the matmul")
-    source = np.arange(int(np.prod(second.shape))).reshape(second.shape)
+    size = int(np.prod(second.shape))  # int32 indices where they fit: a long cache repeated is big
+    source = np.arange(size, dtype=np.int32 if size < 2**31 else np.int64).reshape(second.shape)
     entries = source
     for op in (broadcast, *chain):
         entries = _replayed(op, entries)
@@ -122,7 +123,7 @@ def _fold(site: tuple[ir.Operation, int]) -> None:
         raise Skip("repeated entries that are not the broadcast's input reordered")
     b = Builder(bmm)
     kept = [size for size in second.shape if size != 1]
-    operand = b.view(broadcast.operands[0], kept)
+    operand = broadcast.operands[0] if list(second.shape) == kept else b.view(broadcast.operands[0], kept)
     if order != tuple(range(len(kept))):
         operand = b.permute(operand, order)
     if distinct.shape != tuple(kept[i] for i in order):
@@ -130,8 +131,8 @@ def _fold(site: tuple[ir.Operation, int]) -> None:
     for cast in (op for op in chain if op.name == CAST):
         cast_type = tensor_type(cast.results[0])
         assert cast_type is not None
-        operand = b.op(CAST, [operand, *list(cast.operands)[1:]], [replace(cast_type, shape=distinct.shape).ir_type()])
-        operand = operand.result
+        cast_to = replace(cast_type, shape=distinct.shape).ir_type()
+        operand = b.op(CAST, [operand, *list(cast.operands)[1:]], [cast_to]).result
     stacked = b.view(bmm.operands[0], (batch // repeats, repeats * rows, k))
     folded_type = replace(out, shape=(batch // repeats, repeats * rows, out.shape[2]))
     product = b.op(bmm.name, [stacked, operand], [folded_type.ir_type()]).result
