@@ -7,6 +7,7 @@ model → torch.export → torch-mlir (torch dialect) → effc pass pipeline →
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +94,25 @@ class CompiledModel:
         flat = torch.utils._pytree.tree_leaves(out)
         return [t.detach().numpy() for t in flat if isinstance(t, torch.Tensor)]
 
+    def changed_arguments(self) -> list[str]:
+        """`main`'s arguments whose shape a pass changed (effc-chai's shrink-io narrows KV caches), as "argument N
+        [model's shape] -> [module's shape]": the example inputs do not fit those."""
+        signature = re.search(r"func\.func @main\(([^)]*)\)", self.mlir)
+        shapes = re.findall(r"!torch\.vtensor<\[([-\d,]*)\]", signature.group(1)) if signature else []
+        if len(shapes) != len(self.example_inputs):
+            return []
+        given = [",".join(str(d) for d in t.shape) for t in self.example_inputs]
+        return [f"argument {i} [{g}] -> [{m}]" for i, (g, m) in enumerate(zip(given, shapes, strict=True)) if g != m]
+
     def compare(self) -> list[float]:
         """Relative error of each output against torch eager on the example inputs."""
+        changed = self.changed_arguments()
+        if changed:
+            raise EffcError(
+                f"cannot check '{self.name}' against torch eager: a pass changed main's inputs "
+                f"({', '.join(changed)}; effc-chai's shrink-io narrows KV caches); drop --check, or measure CHAI's "
+                "accuracy with 'effc chai calibrate' / 'effc chai report'"
+            )
         ours = self.run()
         theirs = self.reference_outputs()
         if len(ours) != len(theirs):

@@ -461,6 +461,28 @@ def test_selected_projection_rows_are_constants_for_the_weight_passes(tmp_path: 
         assert not re.search(r"torch.aten.index_select .* -> !torch.vtensor<\[\d+,\d+\],", mlir)  # no 2-D selection
 
 
+def test_check_names_the_inputs_chai_narrowed(tmp_path: Path) -> None:
+    """A decode step whose K caches CHAI narrowed takes other inputs than the model: `--check` (compare) says so and
+    what to do, instead of feeding torch's inputs to the module."""
+    from effc.compiler.api import compile_model
+    from effc.passes.chai_decode import DecodeStep
+
+    wrapper, inputs = model_zoo.llama_gqa()
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(make_plan(wrapper, *GQA_PLAN).to_json())
+    caches = [torch.zeros(1, 2, 16, 16) for _ in range(4)]
+    example = (inputs[0][:, :1], torch.tensor([11]), *caches)
+    pipeline = f"builtin.module(effc-chai{{plan={plan_file}}})"
+    compiled = compile_model(DecodeStep(wrapper.model).eval(), example, pipeline=pipeline)
+    with pytest.raises(EffcError) as raised:
+        compiled.compare()
+    assert str(raised.value) == (
+        "cannot check 'DecodeStep' against torch eager: a pass changed main's inputs (argument 2 [1,2,16,16] -> "
+        "[1,1,16,16], argument 3 [1,2,16,16] -> [1,1,16,16]; effc-chai's shrink-io narrows KV caches); drop --check, "
+        "or measure CHAI's accuracy with 'effc chai calibrate' / 'effc chai report'"
+    )
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 
