@@ -28,6 +28,7 @@ FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
 VIEW_OPS = frozenset({"torch.aten.view", "torch.aten.reshape", "torch.aten._unsafe_view"})
 TRANSPOSE_OPS = frozenset({"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.t"})
 BROADCAST_OPS = frozenset({"torch.aten.broadcast_to", "torch.aten.expand"})
+CAST = "torch.aten.to.dtype"
 # Ops that only move a tensor's elements: a constant scale or a cast commutes with each of them.
 ELEMENT_MOVES = VIEW_OPS | TRANSPOSE_OPS | BROADCAST_OPS | {"torch.aten.unsqueeze", "torch.aten.squeeze.dim"}
 # Elementwise ops (with broadcasting); the second set is affine, so linear head maps may pass.
@@ -142,6 +143,18 @@ def producer(value: ir.Value) -> ir.Operation | None:
     """The op defining `value`, or None for a block argument."""
     owner = value.owner
     return None if isinstance(owner, ir.Block) else owner.operation
+
+
+def source_chain(
+    value: ir.Value, through: frozenset[str], sources: frozenset[str]
+) -> tuple[ir.Operation, list[ir.Operation]] | None:
+    """(the op of `sources` that `value` comes from, the `through` ops from it to `value` in order), else None."""
+    chain: list[ir.Operation] = []
+    op = producer(value)
+    while op is not None and op.name in through:
+        chain.insert(0, op)
+        op = producer(op.operands[0])
+    return (op, chain) if op is not None and op.name in sources else None
 
 
 def single_use(value: ir.Value) -> bool:

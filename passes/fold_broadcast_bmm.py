@@ -32,14 +32,16 @@ from torch_mlir import ir
 from effc.passes.base import ModulePass
 from effc.passes.chai_narrow import (
     BROADCAST_OPS,
+    CAST,
     VIEW_OPS,
     Builder,
     constant_int,
     constant_int_list,
+    source_chain,
     tensor_type,
 )
 from effc.passes.site_rewrites import Skip, operand_sites, rewrite_sites
-from effc.passes.split_concat_matmul import CAST, STREAMED_ROWS, source_chain
+from effc.passes.split_concat_matmul import STREAMED_ROWS
 
 REPORT_ATTRIBUTE = "effc.fold_broadcast_bmm"
 _TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int"})

@@ -33,6 +33,7 @@ from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import (
     BROADCAST_OPS,
+    CAST,
     VIEW_OPS,
     Builder,
     TensorType,
@@ -40,6 +41,7 @@ from effc.passes.chai_narrow import (
     constant_int_list,
     producer,
     single_use,
+    source_chain,
     tensor_type,
 )
 from effc.passes.site_rewrites import Skip, operand_sites, rewrite_sites
@@ -54,24 +56,11 @@ _MATMULS = frozenset({"torch.aten.mm", "torch.aten.bmm"})
 # output projection, a prefill's chunks).
 STREAMED_ROWS = 16
 _PAD = "torch.aten.constant_pad_nd"
-CAST = "torch.aten.to.dtype"  # torch's sdpa decomposition computes f16 attention in f32
 _SHAPE_OPS = (
     VIEW_OPS
     | BROADCAST_OPS
     | {"torch.aten.permute", "torch.aten.transpose.int", "torch.aten.unsqueeze", "torch.aten.squeeze.dim", _PAD, CAST}
 )
-
-
-def source_chain(
-    value: ir.Value, through: frozenset[str], sources: frozenset[str]
-) -> tuple[ir.Operation, list[ir.Operation]] | None:
-    """(the op of `sources` that `value` comes from, the `through` ops from it to `value` in order), else None."""
-    chain: list[ir.Operation] = []
-    op = producer(value)
-    while op is not None and op.name in through:
-        chain.insert(0, op)
-        op = producer(op.operands[0])
-    return (op, chain) if op is not None and op.name in sources else None
 
 
 def _concat_chain(value: ir.Value) -> tuple[ir.Operation, list[ir.Operation]] | None:

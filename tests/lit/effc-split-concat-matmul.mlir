@@ -1,14 +1,14 @@
 // effc-split-concat-matmul: a matmul whose operand is a concatenation (through views, permutes, squeezes,
-// unsqueezes, broadcasts and constant padding) becomes matmuls of the parts, so the concatenation is never copied: a
-// decode step's cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of the second) the products
-// are concatenated; along k the other operand is sliced to each part and the products summed. Left, by reason in the
+// unsqueezes, broadcasts, casts and constant padding) becomes matmuls of the parts, so the concatenation is never
+// copied: a decode step's cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of
+// the second) the products are concatenated; along k the other operand is sliced to each part and the products summed. Left, by reason in the
 // module attribute effc.split_concat_matmul: concatenations read elsewhere too, along the batch axis, whose axis a
 // view merges with another or a broadcast repeats, padded by a negative amount, or against more than 16 rows
 // (columns) of the other operand.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-split-concat-matmul)' | FileCheck %s
 
-// CHECK: module attributes {effc.split_concat_matmul = "5/11 matmuls of a concatenation split into matmuls of its parts; left: a broadcast along the concatenated axis (1), a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1), other operand of more than 16 rows (columns): the copy is cheap beside the matmul (1), padding that is not constant, or negative (1)"}
+// CHECK: module attributes {effc.split_concat_matmul = "6/12 matmuls of a concatenation split into matmuls of its parts; left: a broadcast along the concatenated axis (1), a view merges the concatenated axis with another (1), concatenated along the batch axis (1), concatenation read elsewhere too (1), other operand of more than 16 rows (columns): the copy is cheap beside the matmul (1), padding that is not constant, or negative (1)"}
 
 // Decode attention's scores: q by the transposed cat([cache, new row]) along the keys, n of the second operand.
 // The cache's keys and the new row each permuted and viewed as the concatenation was; the scores concatenated.
@@ -114,6 +114,33 @@ func.func @repeated_padded_values(%p: !torch.vtensor<[4,1,8],f32>, %cache: !torc
   %b = torch.aten.view %padded, %shape : !torch.vtensor<[1,4,8,4],f32>, !torch.list<int> -> !torch.vtensor<[4,8,4],f32>
   %o = torch.aten.bmm %p, %b : !torch.vtensor<[4,1,8],f32>, !torch.vtensor<[4,8,4],f32> -> !torch.vtensor<[4,1,4],f32>
   return %o : !torch.vtensor<[4,1,4],f32>
+}
+
+// An f16 cache cast to f32 after the concatenation (torch's decomposition of f16 attention): each part cast.
+// CHECK-LABEL: func.func @values_f16(
+// CHECK-SAME:    %[[P:[^:]+]]: !torch.vtensor<[3,1,17],f32>, %[[CACHE:[^:]+]]: !torch.vtensor<[1,3,16,8],f16>, %[[NEW:[^:]+]]: !torch.vtensor<[1,3,1,8],f16>
+// CHECK-NOT:     torch.aten.cat
+// CHECK:         %[[CC:.*]] = torch.aten.to.dtype %[[CACHE]], {{.*}} -> !torch.vtensor<[1,3,16,8],f32>
+// CHECK:         %[[CB:.*]] = torch.aten.view %[[CC]], %{{.*}} -> !torch.vtensor<[3,16,8],f32>
+// CHECK:         %[[NC:.*]] = torch.aten.to.dtype %[[NEW]], {{.*}} -> !torch.vtensor<[1,3,1,8],f32>
+// CHECK:         %[[NB:.*]] = torch.aten.view %[[NC]], %{{.*}} -> !torch.vtensor<[3,1,8],f32>
+// CHECK:         torch.aten.bmm %{{.*}}, %[[CB]]
+// CHECK:         torch.aten.bmm %{{.*}}, %[[NB]]
+func.func @values_f16(%p: !torch.vtensor<[3,1,17],f32>, %cache: !torch.vtensor<[1,3,16,8],f16>, %new: !torch.vtensor<[1,3,1,8],f16>) -> !torch.vtensor<[3,1,8],f32> {
+  %int2 = torch.constant.int 2
+  %int3 = torch.constant.int 3
+  %int6 = torch.constant.int 6
+  %int8 = torch.constant.int 8
+  %int17 = torch.constant.int 17
+  %false = torch.constant.bool false
+  %none = torch.constant.none
+  %parts = torch.prim.ListConstruct %cache, %new : (!torch.vtensor<[1,3,16,8],f16>, !torch.vtensor<[1,3,1,8],f16>) -> !torch.list<vtensor>
+  %vals = torch.aten.cat %parts, %int2 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[1,3,17,8],f16>
+  %wide = torch.aten.to.dtype %vals, %int6, %false, %false, %none : !torch.vtensor<[1,3,17,8],f16>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[1,3,17,8],f32>
+  %shape = torch.prim.ListConstruct %int3, %int17, %int8 : (!torch.int, !torch.int, !torch.int) -> !torch.list<int>
+  %b = torch.aten.view %wide, %shape : !torch.vtensor<[1,3,17,8],f32>, !torch.list<int> -> !torch.vtensor<[3,17,8],f32>
+  %o = torch.aten.bmm %p, %b : !torch.vtensor<[3,1,17],f32>, !torch.vtensor<[3,17,8],f32> -> !torch.vtensor<[3,1,8],f32>
+  return %o : !torch.vtensor<[3,1,8],f32>
 }
 
 // Rows of the first operand (m): the products' rows concatenated; k of the first operand: the products summed.
