@@ -1,10 +1,10 @@
 // effc-split-concat-matmul: a matmul whose operand is a concatenation (through views, permutes, squeezes,
 // unsqueezes, broadcasts, casts and constant padding) becomes matmuls of the parts, so the concatenation is never
 // copied: a decode step's cat([KV cache, new row]) per layer. Along the operand's outer axis (m of the first, n of
-// the second) the products are concatenated; along k the other operand is sliced to each part and the products summed. Left, by reason in the
-// module attribute effc.split_concat_matmul: concatenations read elsewhere too, along the batch axis, whose axis a
-// view merges with another or a broadcast repeats, padded by a negative amount, or against more than 16 rows
-// (columns) of the other operand.
+// the second) the products are concatenated; along k the other operand is sliced to each part and the products
+// summed. Left, by reason in the module attribute effc.split_concat_matmul: concatenations read elsewhere too, along
+// the batch axis, whose axis a view merges with another or a broadcast repeats, padded by a negative amount, or
+// against more than 16 rows (columns) of the other operand.
 
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-split-concat-matmul)' | FileCheck %s
 
