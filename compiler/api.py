@@ -94,15 +94,27 @@ class CompiledModel:
         flat = torch.utils._pytree.tree_leaves(out)
         return [t.detach().numpy() for t in flat if isinstance(t, torch.Tensor)]
 
+    def argument_shapes(self) -> list[tuple[int, ...]] | None:
+        """The static shapes of `main`'s arguments in the torch-dialect module (None where any is dynamic or the
+        module is not in the torch dialect)."""
+        signature = re.search(r"func\.func @main\(([^)]*)\)", self.mlir)
+        shapes = re.findall(r"!torch\.vtensor<\[([\d,]*)\]", signature.group(1)) if signature else []
+        if not signature or len(shapes) != signature.group(1).count("!torch.vtensor"):
+            return None
+        return [tuple(int(d) for d in shape.split(",") if d) for shape in shapes]
+
     def changed_arguments(self) -> list[str]:
         """`main`'s arguments whose shape a pass changed (effc-chai's shrink-io narrows KV caches), as "argument N
         [model's shape] -> [module's shape]": the example inputs do not fit those."""
-        signature = re.search(r"func\.func @main\(([^)]*)\)", self.mlir)
-        shapes = re.findall(r"!torch\.vtensor<\[([-\d,]*)\]", signature.group(1)) if signature else []
-        if len(shapes) != len(self.example_inputs):
+        shapes = self.argument_shapes()
+        if shapes is None or len(shapes) != len(self.example_inputs):
             return []
-        given = [",".join(str(d) for d in t.shape) for t in self.example_inputs]
-        return [f"argument {i} [{g}] -> [{m}]" for i, (g, m) in enumerate(zip(given, shapes, strict=True)) if g != m]
+        given = [tuple(t.shape) for t in self.example_inputs]
+        return [
+            f"argument {i} [{','.join(map(str, g))}] -> [{','.join(map(str, m))}]"
+            for i, (g, m) in enumerate(zip(given, shapes, strict=True))
+            if g != m
+        ]
 
     def compare(self) -> list[float]:
         """Relative error of each output against torch eager on the example inputs."""
