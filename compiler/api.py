@@ -153,11 +153,21 @@ def note_weight_rewrites(module: Any, stages: Stages) -> tuple[bool, bool]:
     return bool(narrowed), bool(split)
 
 
-def _runs_effc_kernels(module: Any) -> bool:
-    from effc.passes import vnni_matmul
+def effc_kernel_passes(module: Any, stages: Stages) -> list[str]:
+    """The passes that put effc's own kernels (IREE custom dispatches) into `module`, each noted with its report."""
+    from effc.passes import hopper_kernels, vnni_matmul
     from effc.passes.site_rewrites import acted_report
 
-    return bool(acted_report(module.operation, vnni_matmul.REPORT_ATTRIBUTE))
+    found = []
+    for name, attributes in (
+        ("effc-vnni-matmul", (vnni_matmul.REPORT_ATTRIBUTE,)),
+        ("effc-hopper-kernels", (hopper_kernels.LINEAR_REPORT, hopper_kernels.ATTENTION_REPORT)),
+    ):
+        reports = [report for attribute in attributes if (report := acted_report(module.operation, attribute))]
+        if reports:
+            stages.note(f"{name}: {'; '.join(reports)}")
+            found.append(name)
+    return found
 
 
 def compile_model(
@@ -237,10 +247,11 @@ def compile_model(
             "effc-split-bf16 masks bits with aten.view.dtype, which IREE's torch input lowers and torch-mlir's "
             "linalg pipeline does not: emit a vmfb (or mlir), or drop matmul precision 'high'"
         )
-    if emit == "linalg" and _runs_effc_kernels(imported.module):
+    kernel_passes = effc_kernel_passes(imported.module, stages)
+    if emit == "linalg" and kernel_passes:
         raise EffcError(
-            "effc-vnni-matmul's int8 kernel is an IREE custom dispatch, which torch-mlir's linalg pipeline cannot "
-            "lower: emit a vmfb (or mlir), or drop effc-vnni-matmul from the pipeline"
+            f"{kernel_passes[0]}'s kernels are IREE custom dispatches, which torch-mlir's linalg pipeline cannot "
+            f"lower: emit a vmfb (or mlir), or drop {kernel_passes[0]} from the pipeline"
         )
     if emit == "linalg":
         from torch_mlir.compiler_utils import run_pipeline_with_repro_report

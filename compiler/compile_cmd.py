@@ -70,7 +70,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cuda-arch",
         default=DEFAULT_CUDA_ARCH,
-        help=f"CUDA SM architecture for --target cuda (default: {DEFAULT_CUDA_ARCH})",
+        help=f"CUDA SM architecture for --target cuda (default: {DEFAULT_CUDA_ARCH}); sm_90a (H100, H200): IREE's "
+        "code for sm_80, and with -O effc's own wgmma kernels for f16/bf16 linears and attention",
     )
     parser.add_argument(
         "--attention",
@@ -120,7 +121,7 @@ def model_options(args: argparse.Namespace, pipeline: str | None = None) -> dict
     from effc.passes.pipeline import chain_pipelines
 
     check_target(args.target)
-    base = best_known(args.target) if args.optimize else {}
+    base = best_known(args.target, args.cuda_arch) if args.optimize else {}
     return {
         "pipeline": chain_pipelines(pipeline, base.get("pipeline")),
         "inputs": tuple(args.input),

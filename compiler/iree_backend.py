@@ -28,6 +28,9 @@ TARGETS = ("llvm-cpu", "cuda")
 RUNTIME_DEVICE = {"llvm-cpu": "local-task", "cuda": "cuda"}
 # IREE 3.13 has no sm_90 entry in its known-target table; sm_80 PTX is JIT-compiled on Hopper.
 DEFAULT_CUDA_ARCH = "sm_80"
+# Hopper (H100, H200). IREE 3.13 has no sm_90 target ("missing GPU target"); its sm_80 code runs there, and `-O` adds
+# effc's own sm_90a kernels (effc-hopper-kernels).
+HOPPER_ARCHES = ("sm_90", "sm_90a")
 # IREE 3.13's x86 backend sometimes spins for ~10 minutes in LLVM's instruction selection on a module it otherwise
 # compiles in seconds: about every other compile of MiniLM with bf16 matmuls, on one of two forms in which IREE
 # configures a dispatch from run to run (bench/perf/NOTES.md). `dispatch_configs.checked_configurations` avoids the one
@@ -76,7 +79,8 @@ def target_flags(target: str, *, cuda_arch: str = DEFAULT_CUDA_ARCH, cpu: str = 
             "--iree-hal-local-target-device-backends=llvm-cpu",
             f"--iree-llvmcpu-target-cpu={cpu}",
         ]
-    return ["--iree-hal-target-device=cuda", f"--iree-cuda-target={cuda_arch}"]
+    iree_arch = "sm_80" if cuda_arch in HOPPER_ARCHES else cuda_arch
+    return ["--iree-hal-target-device=cuda", f"--iree-cuda-target={iree_arch}"]
 
 
 def input_type_of(mlir_text: str) -> str:
@@ -120,10 +124,11 @@ def compile_mlir(
     started beside a slow one (llvm-cpu, `hedge_after`). A compile stopped early (`--compile-to`) runs for the dumps
     its flags ask for: it returns nothing (its output is the whole module as text, weights included), and
     `save_temps` records only the full compile."""
-    from effc.passes.vnni_matmul import define_kernels
+    from effc.passes import hopper_kernels, vnni_matmul
 
     declared = mlir_text
-    mlir_text = define_kernels(mlir_text, target)  # effc's own kernels, declared by its passes (effc-vnni-matmul)
+    # effc's own kernels, declared by its passes (effc-vnni-matmul, effc-hopper-kernels)
+    mlir_text = hopper_kernels.define_kernels(vnni_matmul.define_kernels(mlir_text, target), target)
     flags = list(extra_flags or [])
     stops_early = any(flag.startswith("--compile-to=") for flag in flags)
     if save_temps is not None and not stops_early:

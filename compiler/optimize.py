@@ -15,7 +15,7 @@ from typing import Any, Literal
 from effc.compiler.dispatch_configs import ConfigEdit
 from effc.compiler.errors import EffcError
 from effc.compiler.host_cpu import cpu_model, has_bf16_dot, has_int8_dot_u8s8
-from effc.compiler.iree_backend import BF16_DEMOTION_FLAG, check_target
+from effc.compiler.iree_backend import BF16_DEMOTION_FLAG, DEFAULT_CUDA_ARCH, HOPPER_ARCHES, check_target
 
 _MMA_SYNC = r"mma_kind = #iree_gpu.mma_layout<NV_MMA_SYNC"
 _SIXTEEN_WIDE = r"thread = \[[1, ]*16, 0\]"  # IREE's thread tile for f32 matmuls on sm_80
@@ -222,9 +222,14 @@ CHECK_TOLERANCE: dict[str, float] = {"highest": 1e-4, "high": 1e-3, "medium": 3e
 DEMOTION_IGNORED_AT = ("--iree-opt-level=O2", "--iree-opt-level=O3")
 
 
-def best_known(target: str) -> dict[str, Any]:
-    """The `compile_model` options `-O` selects for `target`."""
-    return dict(BEST_KNOWN[check_target(target)])
+def best_known(target: str, cuda_arch: str = DEFAULT_CUDA_ARCH) -> dict[str, Any]:
+    """The `compile_model` options `-O` selects for `target` (and, on cuda, the GPU's architecture)."""
+    options = dict(BEST_KNOWN[check_target(target)])
+    if target == "cuda" and cuda_arch in HOPPER_ARCHES:
+        # f16/bf16 linears and attention on effc's wgmma kernels: the attention block's kernels 157 -> 52 us, the
+        # call 0.236-0.252 -> 0.119-0.127 ms, 1.31-1.64x torch eager (H200 runs 27-28, bench/perf/NOTES.md).
+        options["pipeline"] = "builtin.module(effc-hopper-kernels)"
+    return options
 
 
 def precision_flags(target: str, precision: str, note: Callable[[str], None] | None = None) -> tuple[str, ...]:

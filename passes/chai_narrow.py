@@ -157,6 +157,36 @@ def source_chain(
     return (op, chain) if op is not None and op.name in sources else None
 
 
+def replay_layout(op: ir.Operation, indices: np.ndarray) -> np.ndarray:
+    """`op`, an op that only moves elements (a view, permute, transpose, squeeze, unsqueeze, slice, broadcast) or a
+    cast, applied to an array of element indices: where each element of its result comes from. Raises ValueError
+    where its operands are not constants."""
+    result = tensor_type(op.results[0])
+    assert result is not None
+    if op.name in BROADCAST_OPS:
+        return np.broadcast_to(indices, result.shape)
+    if op.name == CAST:
+        return indices
+    if op.name == "torch.aten.slice.Tensor":
+        axis, start, end, step = (constant_int(v) for v in list(op.operands)[1:5])
+        if axis is None or step is None:
+            raise ValueError("slice with operands that are not constants")
+        return indices[(slice(None),) * (axis % indices.ndim) + (slice(start, end, step),)]
+    if op.name not in TRANSPOSE_OPS:
+        return indices.reshape(result.shape)  # views, squeezes and unsqueezes only reshape
+    if op.name == "torch.aten.t":
+        return indices.T
+    axes = constant_int_list(op.operands[1]) if op.name == "torch.aten.permute" else None
+    if op.name == "torch.aten.transpose.int":
+        first, second = constant_int(op.operands[1]), constant_int(op.operands[2])
+        if first is not None and second is not None:
+            axes = list(range(indices.ndim))
+            axes[first], axes[second] = axes[second], axes[first]
+    if axes is None:
+        raise ValueError("layout op with operands that are not constants")
+    return indices.transpose(axes)
+
+
 def single_use(value: ir.Value) -> bool:
     """Whether one op alone reads `value` (a rewrite may then drop the op that makes it)."""
     return len(list(value.uses)) == 1

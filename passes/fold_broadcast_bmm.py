@@ -33,10 +33,10 @@ from effc.passes.base import ModulePass
 from effc.passes.chai_narrow import (
     BROADCAST_OPS,
     CAST,
+    TRANSPOSE_OPS,
     VIEW_OPS,
     Builder,
-    constant_int,
-    constant_int_list,
+    replay_layout,
     source_chain,
     tensor_type,
 )
@@ -44,36 +44,14 @@ from effc.passes.site_rewrites import Skip, operand_sites, rewrite_sites
 from effc.passes.split_concat_matmul import STREAMED_ROWS
 
 REPORT_ATTRIBUTE = "effc.fold_broadcast_bmm"
-_TRANSPOSES = frozenset({"torch.aten.permute", "torch.aten.transpose.int"})
 # Ops that only reshape (their result's shape says all) or reorder axes, between a broadcast and the bmm; and casts
 # (f16 attention decomposed in f32), which the folded operand gets after its layout, on the distinct entries only.
-_LAYOUT_OPS = VIEW_OPS | _TRANSPOSES | {"torch.aten.unsqueeze", "torch.aten.squeeze.dim", CAST}
+_LAYOUT_OPS = VIEW_OPS | TRANSPOSE_OPS | {"torch.aten.unsqueeze", "torch.aten.squeeze.dim", CAST}
 
 
 def _broadcast_chain(value: ir.Value) -> tuple[ir.Operation, list[ir.Operation]] | None:
     """(the broadcast, the layout ops from it to `value` in order) where `value` is a broadcast laid out, else None."""
     return source_chain(value, _LAYOUT_OPS, BROADCAST_OPS)
-
-
-def _replayed(op: ir.Operation, indices: np.ndarray) -> np.ndarray:
-    """`op` applied to an array of element indices of the broadcast's input (else `Skip`)."""
-    result = tensor_type(op.results[0])
-    assert result is not None
-    if op.name in BROADCAST_OPS:
-        return np.broadcast_to(indices, result.shape)
-    if op.name == CAST:
-        return indices
-    if op.name not in _TRANSPOSES:
-        return indices.reshape(result.shape)  # views, squeezes and unsqueezes only reshape
-    axes = constant_int_list(op.operands[1]) if op.name == "torch.aten.permute" else None
-    if op.name == "torch.aten.transpose.int":
-        first, second = constant_int(op.operands[1]), constant_int(op.operands[2])
-        if first is not None and second is not None:
-            axes = list(range(indices.ndim))
-            axes[first], axes[second] = axes[second], axes[first]
-    if axes is None:
-        raise Skip("layout op with operands that are not constants")
-    return indices.transpose(axes)
 
 
 def _repeats(entries: np.ndarray) -> int:
@@ -114,8 +92,11 @@ def _fold(site: tuple[ir.Operation, int]) -> None:
     size = int(np.prod(second.shape))  # int32 indices where they fit: a long cache repeated is big
     source = np.arange(size, dtype=np.int32 if size < 2**31 else np.int64).reshape(second.shape)
     entries = source
-    for op in (broadcast, *chain):
-        entries = _replayed(op, entries)
+    try:
+        for op in (broadcast, *chain):
+            entries = replay_layout(op, entries)
+    except ValueError as error:
+        raise Skip(str(error)) from None
     repeats = _repeats(entries)
     if repeats == 1:
         raise Skip("no batch entry repeated")

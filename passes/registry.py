@@ -110,6 +110,12 @@ def _split_projections() -> type[ModulePass]:
     return SplitProjectionsPass
 
 
+def _hopper_kernels() -> type[ModulePass]:
+    from effc.passes.hopper_kernels import HopperKernelsPass
+
+    return HopperKernelsPass
+
+
 def _vnni_matmul() -> type[ModulePass]:
     from effc.passes.vnni_matmul import VnniMatmulPass
 
@@ -128,6 +134,7 @@ _PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "effc-chai": _chai,
     "effc-fold-broadcast-bmm": _fold_broadcast_bmm,
     "effc-hoist-softmax-guard": _hoist_softmax_guard,
+    "effc-hopper-kernels": _hopper_kernels,
     "effc-lower-to-linalg": _lower_to_linalg,
     "effc-move-matmul-scale": _move_matmul_scale,
     "effc-narrow-softmax": _narrow_softmax,

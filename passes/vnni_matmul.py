@@ -36,6 +36,7 @@ from effc.compiler.host_cpu import has_int8_dot_u8s8
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import Builder, producer, tensor_type
+from effc.passes.custom_dispatch import with_executables
 from effc.passes.matmul_weights import literal_array, resource_literal
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
@@ -305,10 +306,7 @@ def define_kernels(text: str, target: str) -> str:
             f"effc-vnni-matmul's int8 kernel cannot run on {where}: drop effc-vnni-matmul from the pipeline "
             "(IREE's own int8 matmuls run without it)"
         )
-    header = re.search(r"^module\b.*\{\s*$", defined, re.MULTILINE)
-    if header is None:
-        raise EffcError("effc-vnni-matmul: no top-level `module ... {` line in the module's text")
-    return f"{defined[: header.end()]}\n{kernel_executable()}{defined[header.end() :]}"
+    return with_executables(defined, kernel_executable(), "effc-vnni-matmul")
 
 
 @dataclasses.dataclass(frozen=True)

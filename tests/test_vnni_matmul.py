@@ -146,7 +146,7 @@ def test_linalg_output_refuses_the_kernel_and_int8_leaves_it_out(tmp_path: Path)
     with pytest.raises(EffcError) as raised:
         effc.compile(str(source), pipeline="builtin.module(effc-vnni-matmul)", emit="linalg")
     assert str(raised.value) == (
-        "effc-vnni-matmul's int8 kernel is an IREE custom dispatch, which torch-mlir's linalg pipeline cannot lower: "
+        "effc-vnni-matmul's kernels are IREE custom dispatches, which torch-mlir's linalg pipeline cannot lower: "
         "emit a vmfb (or mlir), or drop effc-vnni-matmul from the pipeline"
     )
     assert with_precision_passes(None, "int8", "llvm-cpu", for_iree=False) == "builtin.module(effc-quantize-dynamic)"

@@ -319,6 +319,11 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
     guard_max = "builtin.module(effc-softmax-guard-from-max)"
     split = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)"
     split_fold = "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul,effc-fold-broadcast-bmm)"
+    hopper = "builtin.module(effc-hopper-kernels)"
+
+    def hopper_with(options: str) -> str:
+        return f"builtin.module(effc-hopper-kernels{{{options}}})"
+
     # (workload, precision, config name, attention form, pipeline, iree flags, keep real weights).
     # CHAI's decode step runs in f32 with attention decomposed: IREE 3.13's CUDA codegen rejects its fused
     # form (sdpa whose V is wider than Q/K: "failed to distribute") and -O's O3 (a vector.transfer_write
@@ -483,6 +488,24 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
         ("smollm2-decode", "f16", "-O+split", "auto", split, (), False),
         ("smollm2-decode", "f16", "-O+split+mmfold", "auto", split_fold, (), False),
         ("smollm2-decode", "f16", "-O+chai+split+mmfold", "auto", chain_pipelines(plan, split_fold), (), False),
+        # Seventeenth round (H200 runs 27-28: the block 0.236-0.252 -> 0.119-0.127 ms): effc's Triton kernels for
+        # Hopper (effc-hopper-kernels: wgmma, which IREE 3.13's sm_80 code lacks) for the f16 block's two linears and
+        # its attention, q, k and v read in the QKV projection's output and the attention written heads-last: three
+        # dispatches, no copies. Each half alone too, and MiniLM (its masked attention stays IREE's; its linears have
+        # 128 rows).
+        ("attention-block", "f16", "-O+hopper", "fused", hopper, (), True),
+        ("attention-block", "f16", "-O+hopper-linear", "fused", hopper_with("attention=false"), (), False),
+        ("attention-block", "f16", "-O+hopper-attention", "fused", hopper_with("linear=false"), (), False),
+        ("minilm", "f16", "-O+hopper", "fused", hopper, (), False),
+        # Hedges for the first run, had the runtime not lifted CUDA's 48 KiB default for dynamic shared memory or not
+        # loaded ptxas 12.9's cubin (it did both: 1 stage was slower, PTX the same kernels).
+        ("attention-block", "f16", "-O+hopper-s1", "fused", hopper_with("stages=1"), (), False),
+        ("attention-block", "f16", "-O+hopper-ptx", "fused", hopper_with("image=ptx"), (), False),
+        # Pipeline stages other than the defaults (linear 4, attention 3): none faster (run 28).
+        *[
+            ("attention-block", "f16", f"-O+hopper-ptx-s{n}", "fused", hopper_with(f"image=ptx stages={n}"), (), False)
+            for n in (2, 3, 5)
+        ],
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
