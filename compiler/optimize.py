@@ -102,6 +102,9 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
     },
     "cuda": {
         "attention": "auto",
+        # A decode step's attention matmuls split over cat([KV cache, new row]) as on llvm-cpu: SmolLM2's f16 step
+        # 5.84 -> 4.19 ms on an H200 (run 27). Folding the repeated KV heads at the matmuls as well made it 11.8 ms.
+        "pipeline": "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)",
         # A decode step's keys padded to a multiple of 128, masked out (importer.pad_cache_keys). At 2048
         # context it attends over 2049 keys, and IREE 3.13 reduces rows of a length that is no multiple of 32 with
         # one thread per row: SmolLM2's 9x2049 softmaxes took 9.3 of the step's 16.1 ms of kernels (H200 run 20).
@@ -222,13 +225,19 @@ CHECK_TOLERANCE: dict[str, float] = {"highest": 1e-4, "high": 1e-3, "medium": 3e
 DEMOTION_IGNORED_AT = ("--iree-opt-level=O2", "--iree-opt-level=O3")
 
 
+HOPPER_PIPELINE = "builtin.module(effc-hopper-kernels{f32-precision=tf32x3})"
+
+
 def best_known(target: str, cuda_arch: str = DEFAULT_CUDA_ARCH) -> dict[str, Any]:
     """The `compile_model` options `-O` selects for `target` (and, on cuda, the GPU's architecture)."""
+    from effc.passes.pipeline import chain_pipelines
+
     options = dict(BEST_KNOWN[check_target(target)])
     if target == "cuda" and cuda_arch in HOPPER_ARCHES:
-        # f16/bf16 linears and attention on effc's wgmma kernels: the attention block's kernels 157 -> 52 us, the
-        # call 0.236-0.252 -> 0.119-0.127 ms, 1.31-1.64x torch eager (H200 runs 27-28, bench/perf/NOTES.md).
-        options["pipeline"] = "builtin.module(effc-hopper-kernels)"
+        # Linears and attention on effc's wgmma kernels: the f16 attention block's kernels 157 -> 52 us, the call
+        # 0.236-0.252 -> 0.119-0.128 ms, 0.91-1.64x torch eager (H200 runs 27-29). f32 as three TF32 products: the
+        # f32 block 1.93 -> 0.49 ms, 0.86x eager, 6.2e-7 from torch f32 (IEEE FMAs: 1.28 ms, 5.6e-7; run 29).
+        options["pipeline"] = chain_pipelines(options["pipeline"], HOPPER_PIPELINE)
     return options
 
 

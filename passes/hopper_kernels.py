@@ -1,11 +1,12 @@
-"""`effc-hopper-kernels`: f16/bf16 linears and attention on effc's Triton kernels for Hopper, as IREE custom dispatches.
+"""`effc-hopper-kernels`: linears and attention on effc's Triton kernels for Hopper, as IREE custom dispatches.
 
 IREE 3.13 compiles CUDA for sm_80 at most, so on an H100 or H200 its f16 matmuls and attention run as `mma.sync`
-code, 3x slower than cuBLAS's and cuDNN's `wgmma` kernels on the attention block (bench/perf/NOTES.md). This pass
-replaces, in the torch dialect,
+code, and its f32 ones on CUDA cores: 3x slower than cuBLAS's and cuDNN's kernels on the attention block
+(bench/perf/NOTES.md). This pass replaces, in the torch dialect,
 - a **linear**: `mm(f32(x), f32(permute(W)))` of an f16/bf16 activation `x` [M, K] by a constant weight `W` [N, K],
   with torch's bias add and rounding to f16 after it where they follow (`linear` in f16, decomposed), by a call of
-  `effc_linear`: y = x·Wᵀ + bias, accumulated in f32, rounded once;
+  `effc_linear`: y = x·Wᵀ + bias, accumulated in f32, rounded once; likewise `mm(x, permute(W))` in f32, whose
+  products are IEEE FMAs or tensor-core products of TF32 or bf16 pieces (`f32-precision`);
 - an **attention**: `scaled_dot_product_attention(q, k, v)` without mask, dropout or causality, by a call of
   `effc_attention` (flash attention: running maximum and sum over blocks of keys). q, k and v are read where their
   producer wrote them: the layout ops between (a fused projection's views, permute and slices) are replayed on
@@ -55,14 +56,18 @@ from effc.passes.site_rewrites import Skip, rewrite_sites
 LINEAR_REPORT, ATTENTION_REPORT = "effc.hopper_linear", "effc.hopper_attention"
 KERNEL_PREFIX = "effc_hopper_"
 SPEC_ATTRIBUTE = "effc.hopper_kernel"
-HALF = {"f16": "fp16", "bf16": "bf16"}  # torch dtype -> Triton's
-# Tiles: 128x128 outputs in 8 warps (two warpgroups of wgmma), K in steps of 64, 4 stages (128 KiB of shared
-# memory); attention 128 queries a block, keys 64 at a time.
-LINEAR_TILE, LINEAR_K, LINEAR_WARPS, LINEAR_STAGES, LINEAR_GROUP = 128, 64, 8, 4, 8
+HALF = ("f16", "bf16")
+TRITON_TYPES = {"f16": "fp16", "bf16": "bf16", "f32": "fp32"}
+# How f32 operands are multiplied (Triton's `input_precision`): IEEE FMAs, or on tensor cores three products of
+# TF32 or bf16 pieces (about f32's and torch's "high" accuracy), or one TF32 product.
+F32_PRECISIONS = ("ieee", "tf32x3", "bf16x3", "tf32")
+# Tiles: 128x128 outputs in 8 warps (two warpgroups of wgmma), K in steps of 64 (f32: 32), 4 stages (f32: 3), 128
+# KiB (96) of shared memory; attention 128 queries a block, keys 64 at a time. Indexed by "is f32".
+LINEAR_TILE, LINEAR_WARPS, LINEAR_GROUP = 128, 8, 8
+LINEAR_K, LINEAR_STAGES = (64, 32), (4, 3)
 QUERY_BLOCK, KEY_BLOCK, ATTENTION_WARPS, ATTENTION_STAGES = 128, 64, 8, 3
 HEAD_DIMS = (16, 32, 64, 128)
 _LAYOUT_OPS = VIEW_OPS | TRANSPOSE_OPS | {"torch.aten.slice.Tensor", "torch.aten.squeeze.dim", "torch.aten.unsqueeze"}
-_DTYPE_CODES = {5: "f16", 15: "bf16"}  # torch ScalarType codes of to.dtype
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class KernelSpec:
 
     kernel: str
     pointers: tuple[tuple[str, str], ...]
-    constants: tuple[tuple[str, int | float | bool], ...]
+    constants: tuple[tuple[str, int | float | bool | str], ...]
     grid: tuple[int, int, int]
     warps: int
     stages: int
@@ -105,19 +110,27 @@ class KernelSpec:
 
 @dataclass(frozen=True)
 class Build:
-    """How the pass's options build every kernel: pipeline stages (0: each kernel's default) and the image kind."""
+    """The pass's options for every kernel: pipeline stages (0: each kernel's default), the image kind, and how f32
+    operands multiply."""
 
     stages: int = 0
     image: str = "cubin"
+    f32_precision: str = "ieee"
 
     def apply(self, spec: KernelSpec) -> KernelSpec:
         return dataclasses.replace(spec, stages=self.stages or spec.stages, image=self.image)
 
 
-def _number(text: str) -> int | float | bool:
+def _number(text: str) -> int | float | bool | str:
+    """A constant of the spec's text: a bool, int or float, else the word itself (a precision's name)."""
     if text in ("True", "False"):
         return text == "True"
-    return float(text) if any(c in text for c in ".en") else int(text)
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _declare_call(anchor: ir.Operation, operands: list[ir.Value], result: ir.Type, spec: KernelSpec) -> ir.Value:
@@ -144,18 +157,22 @@ def _declare_call(anchor: ir.Operation, operands: list[ir.Value], result: ir.Typ
     return Builder(anchor).op("func.call", operands, [result], callee).result
 
 
-def _half_source(value: ir.Value) -> ir.Value:
-    """The f16/bf16 value that `value` (f32) is a cast of (else `Skip`)."""
+def _kernel_operand(value: ir.Value) -> ir.Value:
+    """What the kernel reads for a matmul operand: the f16/bf16 tensor that `value` is a cast of to f32 (torch's f16
+    `linear` decomposed), or `value` itself in f32 (else `Skip`)."""
     cast = producer(value)
     source = tensor_type(cast.operands[0]) if cast is not None and cast.name == CAST else None
-    if source is None or source.dtype not in HALF:
-        raise Skip("operand not an f16/bf16 tensor cast to f32")
-    return cast.operands[0]
+    if source is not None and source.dtype in HALF:
+        return cast.operands[0]
+    own = tensor_type(value)
+    if own is None or own.dtype != "f32":
+        raise Skip("operand neither f32 nor an f16/bf16 tensor cast to f32")
+    return value
 
 
 def _weight(value: ir.Value) -> ir.Value:
-    """The constant [N, K] weight that `value` is the transpose of, cast to f32 (else `Skip`)."""
-    transposed = producer(_half_source(value))
+    """The constant [N, K] weight that `value` is the transpose of (cast to f32 for an f16 one; else `Skip`)."""
+    transposed = producer(_kernel_operand(value))
     if transposed is None or transposed.name not in TRANSPOSE_OPS:
         raise Skip("weight not a transposed constant")
     literal = producer(transposed.operands[0])
@@ -185,24 +202,27 @@ def _unscaled(value: ir.Value) -> ir.Value:
 
 
 def _bias_tail(mm: ir.Operation, dtype: str) -> tuple[ir.Value, ir.Operation] | None:
-    """(the f16 bias, the cast to `dtype` that ends the linear) where `mm`'s product gets a bias and is rounded."""
+    """(the bias, the op that ends the linear) where `mm`'s product gets a 1-D bias of `dtype`: the add in f32; in
+    f16/bf16 the rounding to `dtype` after it, the bias cast from `dtype` to f32 before."""
     add = _only_user(_scaled_by_one(mm.results[0]), "torch.aten.add.Tensor")
     if add is None or constant_number(add.operands[2]) != 1:
         return None
-    bias_cast = producer(_unscaled(add.operands[1]))
-    bias = tensor_type(bias_cast.operands[0]) if bias_cast is not None and bias_cast.name == CAST else None
+    bias = _unscaled(add.operands[1])
+    if dtype == "f32":
+        found = tensor_type(bias)
+        return (bias, add) if found is not None and found.dtype == "f32" and len(found.shape) == 1 else None
+    bias_cast = producer(bias)
+    source = tensor_type(bias_cast.operands[0]) if bias_cast is not None and bias_cast.name == CAST else None
     rounding = _only_user(add.results[0], CAST)
-    if bias is None or bias.dtype != dtype or rounding is None or len(bias.shape) != 1:
-        return None
-    rounded = tensor_type(rounding.results[0])
-    if rounded is None or rounded.dtype != dtype:
+    rounded = tensor_type(rounding.results[0]) if rounding is not None else None
+    if source is None or source.dtype != dtype or len(source.shape) != 1 or rounded is None or rounded.dtype != dtype:
         return None
     return bias_cast.operands[0], rounding
 
 
 def _rewrite_linear(mm: ir.Operation, build: Build) -> None:
-    """Replace `mm` (and its bias and rounding) by a call of `effc_linear` (else `Skip`)."""
-    x, w = _half_source(mm.operands[0]), _weight(mm.operands[1])
+    """Replace `mm` (and its bias, and rounding) by a call of `effc_linear` (else `Skip`)."""
+    x, w = _kernel_operand(mm.operands[0]), _weight(mm.operands[1])
     x_type, w_type = tensor_type(x), tensor_type(w)
     assert x_type is not None and w_type is not None
     if x_type.dtype != w_type.dtype:
@@ -210,10 +230,11 @@ def _rewrite_linear(mm: ir.Operation, build: Build) -> None:
     if not (x_type.static and w_type.static):
         raise Skip("dynamic shape")
     (m, k), n = x_type.shape, w_type.shape[0]
-    if m % LINEAR_TILE or n % LINEAR_TILE or k % LINEAR_K:
-        raise Skip(f"shape not a multiple of the kernel's tiles ({LINEAR_TILE}x{LINEAR_TILE}, K {LINEAR_K})")
+    step = LINEAR_K[x_type.dtype == "f32"]
+    if m % LINEAR_TILE or n % LINEAR_TILE or k % step:
+        raise Skip(f"shape not a multiple of the kernel's tiles ({LINEAR_TILE}x{LINEAR_TILE}, K {step})")
     tail = _bias_tail(mm, x_type.dtype)
-    half = HALF[x_type.dtype]
+    kind = "*" + TRITON_TYPES[x_type.dtype]
     operands, out = [x, w], tensor_type(mm.results[0])
     assert out is not None
     replaced = mm.results[0]
@@ -221,21 +242,21 @@ def _rewrite_linear(mm: ir.Operation, build: Build) -> None:
         operands.append(tail[0])
         replaced = tail[1].results[0]
         out = dataclasses.replace(out, dtype=x_type.dtype)
-    constants = (
+    constants: tuple[tuple[str, int | float | bool | str], ...] = (
         ("M", m), ("N", n), ("K", k), ("HAS_BIAS", tail is not None),
-        ("BM", LINEAR_TILE), ("BN", LINEAR_TILE), ("BK", LINEAR_K), ("GROUP", LINEAR_GROUP),
+        ("BM", LINEAR_TILE), ("BN", LINEAR_TILE), ("BK", step), ("GROUP", LINEAR_GROUP),
     )  # fmt: skip
+    if x_type.dtype == "f32":
+        constants += (("PRECISION", build.f32_precision),)
     names = ("x", "w", "bias", "y") if tail is not None else ("x", "w", "y")
-    pointers = tuple(
-        zip(names, (*(f"*{half}" for _ in operands), "*fp32" if tail is None else f"*{half}"), strict=True)
-    )
+    kinds = (*(kind for _ in operands), kind if tail is not None else "*fp32")
     spec = KernelSpec(
         "effc_linear",
-        pointers,
+        tuple(zip(names, kinds, strict=True)),
         constants,
         ((m // LINEAR_TILE) * (n // LINEAR_TILE), 1, 1),
         LINEAR_WARPS,
-        LINEAR_STAGES,
+        LINEAR_STAGES[x_type.dtype == "f32"],
     )
     anchor = tail[1] if tail is not None else mm
     replaced.replace_all_uses_with(_declare_call(anchor, operands, out.ir_type(), build.apply(spec)))
@@ -288,8 +309,8 @@ def _rewrite_attention(sdpa: ir.Operation, build: Build) -> None:
         raise Skip("not static 4-D tensors")
     qt, kt, vt, ot = types
     assert qt is not None and kt is not None and vt is not None and ot is not None
-    if len({t.dtype for t in types}) != 1 or qt.dtype not in HALF:
-        raise Skip("not f16/bf16 throughout")
+    if len({t.dtype for t in types}) != 1 or qt.dtype not in TRITON_TYPES:
+        raise Skip("not one of f16, bf16, f32 throughout")
     batch, heads, queries, dim = qt.shape
     keys = kt.shape[2]
     if kt.shape != (batch, heads, keys, dim) or vt.shape != kt.shape or dim not in HEAD_DIMS:
@@ -300,7 +321,7 @@ def _rewrite_attention(sdpa: ir.Operation, build: Build) -> None:
     if factor is None:
         raise Skip("a scale that is not a constant")
     bases = [_strided(t) for t in (q, k, v)]
-    constants: list[tuple[str, int | float | bool]] = []
+    constants: list[tuple[str, int | float | bool | str]] = []
     for name, (_, (at, sb, sh, st)) in zip("QKV", bases, strict=True):
         constants += [(f"{name}_AT", at), (f"{name}_B", sb), (f"{name}_H", sh), (f"{name}_T", st)]
     constants += [
@@ -308,10 +329,12 @@ def _rewrite_attention(sdpa: ir.Operation, build: Build) -> None:
         ("HEADS", heads), ("QUERIES", queries), ("KEYS", keys), ("D", dim),
         ("SCALE_LOG2", factor * math.log2(math.e)), ("BM", QUERY_BLOCK), ("BN", KEY_BLOCK),
     ]  # fmt: skip
-    half = "*" + HALF[qt.dtype]
+    if qt.dtype == "f32":
+        constants.append(("PRECISION", build.f32_precision))
+    kind = "*" + TRITON_TYPES[qt.dtype]
     spec = KernelSpec(
         "effc_attention",
-        tuple((name, half) for name in ("q", "k", "v", "o")),
+        tuple((name, kind) for name in ("q", "k", "v", "o")),
         tuple(constants),
         (queries // QUERY_BLOCK, batch * heads, 1),
         ATTENTION_WARPS,
@@ -444,8 +467,8 @@ def define_kernels(text: str, target: str) -> str:
 class HopperKernelsPass(ModulePass):
     name: ClassVar[str] = "effc-hopper-kernels"
     description: ClassVar[str] = (
-        "Run f16/bf16 linears by constant weights and unmasked attention on effc's Triton kernels for Hopper "
-        "(wgmma, sm_90a; IREE 3.13 emits sm_80 code), as IREE custom dispatches: --target cuda on an H100/H200 only."
+        "Run linears by constant weights and unmasked attention on effc's Triton kernels for Hopper (wgmma, sm_90a; "
+        "IREE 3.13 emits sm_80 code), as IREE custom dispatches: --target cuda on an H100/H200 only."
     )
 
     linear: bool = dataclasses.field(default=True, metadata={"help": "rewrite linears (mm by a constant weight)"})
@@ -457,11 +480,19 @@ class HopperKernelsPass(ModulePass):
         default="cubin",
         metadata={"help": "what the module carries: cubin (ptxas here) or ptx (the driver compiles it)"},
     )
+    f32_precision: str = dataclasses.field(
+        default="ieee",
+        metadata={"help": f"how f32 operands multiply: {', '.join(F32_PRECISIONS)} (Triton's input_precision)"},
+    )
 
     def apply(self, module: ir.Operation) -> None:
         if self.image not in ("cubin", "ptx"):
             raise EffcError(f"effc-hopper-kernels: image={self.image} is not one of: cubin, ptx")
         if self.stages < 0:
             raise EffcError(f"effc-hopper-kernels: stages={self.stages} must be 0 (the defaults) or more")
-        build = Build(self.stages, self.image)
+        if self.f32_precision not in F32_PRECISIONS:
+            raise EffcError(
+                f"effc-hopper-kernels: f32-precision={self.f32_precision} is not one of: {', '.join(F32_PRECISIONS)}"
+            )
+        build = Build(self.stages, self.image, self.f32_precision)
         hopper_kernels_module(module, linear=self.linear, attention=self.attention, build=build)

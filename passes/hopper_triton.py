@@ -59,9 +59,10 @@ def kernels() -> dict[str, Any]:
     def effc_linear(
         x, w, bias, y,
         M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, HAS_BIAS: tl.constexpr,
-        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,
+        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
-        """y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N] in f32), one rounding to y's type: torch's f16 `linear`."""
+        """y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N] in f32), one rounding to y's type: torch's f16 `linear`. f32
+        operands multiply as PRECISION says (Triton's input_precision: "ieee", "tf32x3"...)."""
         pid = tl.program_id(0)
         tiles_m, tiles_n = M // BM, N // BN
         # GROUP row tiles side by side share their weight columns in L2.
@@ -76,7 +77,7 @@ def kernels() -> dict[str, Any]:
         for k in range(0, K, BK):
             a = tl.load(x + rows[:, None] * K + (k + ks)[None, :])
             b = tl.load(w + cols[None, :] * K + (k + ks)[:, None])
-            acc = tl.dot(a, b, acc)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
         if HAS_BIAS:
             acc += tl.load(bias + cols).to(tl.float32)[None, :]
         tl.store(y + rows[:, None] * N + cols[None, :], acc.to(y.dtype.element_ty))
@@ -89,7 +90,7 @@ def kernels() -> dict[str, Any]:
         V_AT: tl.constexpr, V_B: tl.constexpr, V_H: tl.constexpr, V_T: tl.constexpr,
         O_B: tl.constexpr, O_H: tl.constexpr, O_T: tl.constexpr,
         HEADS: tl.constexpr, QUERIES: tl.constexpr, KEYS: tl.constexpr, D: tl.constexpr,
-        SCALE_LOG2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+        SCALE_LOG2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
         """softmax(q·kᵀ·scale)·v for one block of BM queries of one head, keys in blocks of BN (flash attention's
         running maximum and sum). Operands are strided views (offset `*_AT`, strides per batch, head and row; the
@@ -107,13 +108,13 @@ def kernels() -> dict[str, Any]:
         acc = tl.zeros((BM, D), dtype=tl.float32)
         for start in range(0, KEYS, BN):
             kt = tl.load(k_at + (start + keys)[None, :] * K_T + dims[:, None])
-            s = tl.dot(qt, kt) * SCALE_LOG2  # scores in log2 units: exp2 below
+            s = tl.dot(qt, kt, input_precision=PRECISION) * SCALE_LOG2  # scores in log2 units: exp2 below
             m_new = tl.maximum(m_i, tl.max(s, 1))
             p = tl.math.exp2(s - m_new[:, None])
             alpha = tl.math.exp2(m_i - m_new)
             l_i = l_i * alpha + tl.sum(p, 1)
             vt = tl.load(v_at + (start + keys)[:, None] * V_T + dims[None, :])
-            acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None])
+            acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision=PRECISION)
             m_i = m_new
         out = acc / l_i[:, None]
         tl.store(o + b * O_B + h * O_H + rows[:, None] * O_T + dims[None, :], out.to(o.dtype.element_ty))

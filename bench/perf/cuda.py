@@ -506,6 +506,14 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             ("attention-block", "f16", f"-O+hopper-ptx-s{n}", "fused", hopper_with(f"image=ptx stages={n}"), (), False)
             for n in (2, 3, 5)
         ],
+        # Eighteenth round (H200 run 29: 1.93 ms under -O; ieee 1.28, tf32x3 0.49 at 6.2e-7, bf16x3 0.41 at 5.0e-6,
+        # tf32 0.21 at 1.7e-3): the f32 block on the same kernels, its products as IEEE FMAs or on tensor cores
+        # (three TF32 or bf16 products, about f32's accuracy; one TF32 product, torch's "high"). All with the real
+        # weights (one archive), so that each one's error against torch f32 is measured there.
+        *[
+            ("attention-block", "f32", f"-O+hopper-{p}", "fused", hopper_with(f"f32-precision={p}"), (), True)
+            for p in ("ieee", "tf32x3", "bf16x3", "tf32")
+        ],
     ]
     entries, configs = [], previous.get("configs", {})
     failed: dict[str, str] = {}
