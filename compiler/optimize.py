@@ -102,9 +102,11 @@ BEST_KNOWN: dict[str, dict[str, Any]] = {
     },
     "cuda": {
         "attention": "auto",
-        # A decode step's attention matmuls split over cat([KV cache, new row]) as on llvm-cpu: SmolLM2's f16 step
-        # 5.84 -> 4.19 ms on an H200 (run 27). Folding the repeated KV heads at the matmuls as well made it 11.8 ms.
-        "pipeline": "builtin.module(effc-move-matmul-scale,effc-split-concat-matmul)",
+        # As on llvm-cpu, the safe-softmax guard tested on the mask, and a decode step's attention matmuls split over
+        # cat([KV cache, new row]): SmolLM2's f16 step 5.84 -> 4.19 ms with the split (H200 run 27), 4.12 -> 3.65 ms
+        # with the guard on top (run 30). Folding the repeated KV heads at the matmuls as well made it 11.8 ms (run 27).
+        # CHAI's step with the split: 6.17 ms, without it 5.60 (runs 30 and 27).
+        "pipeline": "builtin.module(effc-hoist-softmax-guard,effc-move-matmul-scale,effc-split-concat-matmul)",
         # A decode step's keys padded to a multiple of 128, masked out (importer.pad_cache_keys). At 2048
         # context it attends over 2049 keys, and IREE 3.13 reduces rows of a length that is no multiple of 32 with
         # one thread per row: SmolLM2's 9x2049 softmaxes took 9.3 of the step's 16.1 ms of kernels (H200 run 20).

@@ -1,8 +1,9 @@
 """effc's Triton kernels for Hopper (H100, H200) and how they become cubins that an IREE module carries.
 
 IREE 3.13 cannot target sm_90 ("missing GPU target"): its f16 matmuls and attention are sm_80 `mma.sync` code that
-took 159 us for the attention block's three kernels on an H100, where cuBLAS and cuDNN took 50 (bench/perf/NOTES.md).
-Triton emits Hopper's `wgmma` for `tl.dot`, and it compiles without a GPU: `cubin` here turns a kernel, specialized
+took 157-159 us for the attention block's three kernels on an H100 and an H200, where cuBLAS and cuDNN took 49-50, and
+its f32 ones use no tensor cores (bench/perf/NOTES.md). Triton emits Hopper's `wgmma` for `tl.dot` (f32 operands as
+TF32 or bf16 pieces where asked), and it compiles without a GPU: `cubin` here turns a kernel, specialized
 on every shape and layout (all `tl.constexpr`), into PTX for sm_90a and that into a cubin with the `ptxas` shipped
 in Triton's wheel. `effc-hopper-kernels` then puts the cubins into the module as IREE custom dispatches.
 

@@ -506,6 +506,11 @@ def prepare(pack: Path, plan_path: Path, only: str | None) -> None:
             ("attention-block", "f16", f"-O+hopper-ptx-s{n}", "fused", hopper_with(f"image=ptx stages={n}"), (), False)
             for n in (2, 3, 5)
         ],
+        # Nineteenth round (H200 run 30: -O 4.12, + hoist 3.65, CHAI + split 6.17 ms): -O splits the step's attention
+        # matmuls over the cache (run 27: 5.84 -> 4.19 ms); the hoisted guard on top (alone 4.76 in run 27), now -O's
+        # too; and CHAI's step with the split alone.
+        ("smollm2-decode", "f16", "-O+split+hoist", "auto", chain_pipelines(hoist, split), (), False),
+        ("smollm2-decode", "f16", "-O+chai+split", "auto", chain_pipelines(plan, split), (), False),
         # Eighteenth round (H200 run 29: 1.93 ms under -O; ieee 1.28, tf32x3 0.49 at 6.2e-7, bf16x3 0.41 at 5.0e-6,
         # tf32 0.21 at 1.7e-3): the f32 block on the same kernels, its products as IEEE FMAs or on tensor cores
         # (three TF32 or bf16 products, about f32's accuracy; one TF32 product, torch's "high"). All with the real
