@@ -83,6 +83,12 @@ def test_dash_o_on_hopper_adds_the_kernels_and_compiles_iree_for_sm80() -> None:
     assert hopper == best_known("cuda")["pipeline"][:-1] + ",effc-hopper-kernels{f32-precision=tf32x3})"
     assert best_known("cuda", "sm_89") == best_known("cuda")
     assert target_flags("cuda", cuda_arch="sm_90a")[-1] == "--iree-cuda-target=sm_80"
+    block, inputs = _block()
+    options = best_known("cuda", "sm_90a") | {"attention": "fused"}  # -O imports f32 attention decomposed
+    compiled = effc.compile(block.float(), (inputs[0].float(),), target="cuda", emit="torch", **options)
+    specs = declared_kernels(compiled.mlir)
+    assert sorted(specs) == ["effc_hopper_attention_0", "effc_hopper_linear_0", "effc_hopper_linear_1"]
+    assert all(dict(spec.constants)["PRECISION"] == "tf32x3" for spec in specs.values())
 
 
 def test_kernels_need_the_cuda_target(effc_cli: EffcCli, tmp_path: Path) -> None:
