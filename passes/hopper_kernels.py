@@ -121,6 +121,21 @@ class Build:
         return dataclasses.replace(spec, stages=self.stages or spec.stages, image=self.image)
 
 
+def called_spec(call: ir.Operation) -> KernelSpec | None:
+    """The spec of the Hopper kernel that `call` (a `func.call`) calls, or None for any other callee."""
+    callee = ir.FlatSymbolRefAttr(call.attributes["callee"]).value
+    if not callee.startswith(KERNEL_PREFIX):
+        return None
+    module = call
+    while module.name != "builtin.module":
+        module = module.parent
+    for op in module.regions[0].blocks[0].operations:
+        attributes = op.operation.attributes
+        if op.operation.name == "func.func" and ir.StringAttr(attributes["sym_name"]).value == callee:
+            return KernelSpec.parse(ir.StringAttr(attributes[SPEC_ATTRIBUTE]).value)
+    return None
+
+
 def _number(text: str) -> int | float | bool | str:
     """A constant of the spec's text: a bool, int or float, else the word itself (a precision's name)."""
     if text in ("True", "False"):

@@ -380,17 +380,35 @@ def _other_cost(info: OpInfo) -> OpCost:
 
 
 def _is_kernel_call(op: ir.Operation) -> bool:
-    """A call of an effc kernel: effc-vnni-matmul's int8 matmul, declared in the module, defined for iree-compile."""
-    from effc.passes.vnni_matmul import KERNEL_PREFIX
+    """A call of an effc kernel, declared in the module and defined for iree-compile: effc-vnni-matmul's int8 matmul,
+    effc-hopper-kernels' linear and attention."""
+    from effc.passes import hopper_kernels, vnni_matmul
 
-    return op.name == "func.call" and ir.FlatSymbolRefAttr(op.attributes["callee"]).value.startswith(KERNEL_PREFIX)
+    if op.name != "func.call":
+        return False
+    callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
+    return callee.startswith((vnni_matmul.KERNEL_PREFIX, hopper_kernels.KERNEL_PREFIX))
 
 
 def _kernel_call_cost(info: OpInfo) -> OpCost:
-    """The int8 matmul of rows [M, K] by packed [N * K] weights into [M, N]."""
+    """A matmul of rows [M, K] into [M, N] (the int8 kernel's weights come packed as [N * K], the Hopper linear's as
+    [N, K]); a Hopper attention's from its spec. That one reads q, k and v in one tensor bound three times: once."""
+    from effc.passes.hopper_kernels import called_spec
+
     out = info.out
     assert out is not None
-    return OpCost("linear", flops=2 * math.prod(info.shape(0)) * out.shape[-1])
+    spec = called_spec(info.op)
+    if spec is None or spec.kernel == "effc_linear":
+        return OpCost("linear", flops=2 * math.prod(info.shape(0)) * out.shape[-1])
+    constants = dict(spec.constants)
+    queries, keys, dim = (int(constants[name]) for name in ("QUERIES", "KEYS", "D"))
+    pairs = spec.grid[1]  # one program per (batch, head)
+    distinct: list[tuple[ir.Value, Tensor]] = []
+    for value, tensor in zip(info.op.operands, info.operands, strict=True):
+        if tensor is not None and all(value != seen for seen, _ in distinct):
+            distinct.append((value, tensor))
+    read = sum(math.prod(t.shape) * _element_bytes(t.dtype) for _, t in distinct)
+    return OpCost("attention", flops=4 * pairs * queries * keys * dim, bytes_read=read, seq_len=queries)
 
 
 HANDLERS["func.call"] = _kernel_call_cost  # `_is_kernel_call` picks the calls that are costed

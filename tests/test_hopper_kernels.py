@@ -123,3 +123,21 @@ def test_bad_options(effc_cli: EffcCli, tmp_path: Path, options: str, message: s
     result = effc_cli("opt", str(source), f"--pass-pipeline=builtin.module(effc-hopper-kernels{{{options}}})")
     assert result.code != 0
     assert result.err.strip().splitlines() == [f"effc: error: {message}"]
+
+
+def test_the_profiler_counts_the_kernels_as_the_ops_they_replace() -> None:
+    """effc-profile costs the calls from their kernels' specs: the block's FLOPs as its own ops count them, linear and
+    attention; the attention reads the QKV projection's output once, not once per q, k and v."""
+    block, inputs = _block()
+    texts = [
+        effc.compile(block, inputs, target="cuda", pipeline=f"builtin.module({pipeline})", emit="torch").mlir
+        for pipeline in ("effc-profile{target=h100-sxm}", "effc-hopper-kernels,effc-profile{target=h100-sxm}")
+    ]
+    flops = [text.split("effc.profile.total_flops = ")[1].split(" ")[0] for text in texts]
+    assert flops[0] == flops[1] == str(2 * 256 * 128 * (384 + 128) + 4 * 4 * 128 * 128 * 64)
+    calls = {
+        line.split("call @")[1].split("(")[0]: line for line in texts[1].splitlines() if "call @effc_hopper" in line
+    }
+    assert all('effc.op_class = "linear"' in calls[f"effc_hopper_linear_{i}"] for i in (0, 1))
+    assert 'effc.op_class = "attention"' in calls["effc_hopper_attention_0"]
+    assert f"effc.bytes_read = {256 * 384 * 2} : i64" in calls["effc_hopper_attention_0"]
