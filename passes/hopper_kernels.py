@@ -126,14 +126,25 @@ def called_spec(call: ir.Operation) -> KernelSpec | None:
     callee = ir.FlatSymbolRefAttr(call.attributes["callee"]).value
     if not callee.startswith(KERNEL_PREFIX):
         return None
-    module = call
+    declared = _functions_of(call).get(callee)
+    return KernelSpec.parse(ir.StringAttr(declared.attributes[SPEC_ATTRIBUTE]).value) if declared else None
+
+
+def _module_body(op: ir.Operation) -> ir.Block:
+    """The body of the `builtin.module` that holds `op`."""
+    module = op
     while module.name != "builtin.module":
         module = module.parent
-    for op in module.regions[0].blocks[0].operations:
-        attributes = op.operation.attributes
-        if op.operation.name == "func.func" and ir.StringAttr(attributes["sym_name"]).value == callee:
-            return KernelSpec.parse(ir.StringAttr(attributes[SPEC_ATTRIBUTE]).value)
-    return None
+    return module.regions[0].blocks[0]
+
+
+def _functions_of(op: ir.Operation) -> dict[str, ir.Operation]:
+    """The `func.func`s of the module that holds `op`, by name."""
+    return {
+        ir.StringAttr(found.operation.attributes["sym_name"]).value: found.operation
+        for found in _module_body(op).operations
+        if found.operation.name == "func.func"
+    }
 
 
 def _number(text: str) -> int | float | bool | str:
@@ -150,15 +161,7 @@ def _number(text: str) -> int | float | bool | str:
 
 def _declare_call(anchor: ir.Operation, operands: list[ir.Value], result: ir.Type, spec: KernelSpec) -> ir.Value:
     """A call, placed before `anchor`, of a fresh private declaration that carries `spec`."""
-    module = anchor
-    while module.name != "builtin.module":
-        module = module.parent
-    body = module.regions[0].blocks[0]
-    taken = {
-        ir.StringAttr(op.operation.attributes["sym_name"]).value
-        for op in body.operations
-        if op.operation.name == "func.func"
-    }
+    taken = _functions_of(anchor)
     stem = KERNEL_PREFIX + spec.kernel.removeprefix("effc_")
     name = next(f"{stem}_{i}" for i in range(len(taken) + 1) if f"{stem}_{i}" not in taken)
     attributes = {
@@ -167,7 +170,7 @@ def _declare_call(anchor: ir.Operation, operands: list[ir.Value], result: ir.Typ
         "function_type": ir.TypeAttr.get(ir.FunctionType.get([v.type for v in operands], [result])),
         SPEC_ATTRIBUTE: ir.StringAttr.get(spec.text()),
     }
-    ir.Operation.create("func.func", attributes=attributes, regions=1, ip=ir.InsertionPoint(body))
+    ir.Operation.create("func.func", attributes=attributes, regions=1, ip=ir.InsertionPoint(_module_body(anchor)))
     callee = {"callee": ir.FlatSymbolRefAttr.get(name)}
     return Builder(anchor).op("func.call", operands, [result], callee).result
 
