@@ -51,6 +51,7 @@ from effc.passes.chai_narrow import (
     tensor_type,
 )
 from effc.passes.custom_dispatch import with_executables
+from effc.passes.matmul_weights import constant_source
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
 LINEAR_REPORT, ATTENTION_REPORT = "effc.hopper_linear", "effc.hopper_attention"
@@ -190,13 +191,10 @@ def _kernel_operand(value: ir.Value) -> ir.Value:
 
 def _weight(value: ir.Value) -> ir.Value:
     """The constant [N, K] weight that `value` is the transpose of (cast to f32 for an f16 one; else `Skip`)."""
-    transposed = producer(_kernel_operand(value))
-    if transposed is None or transposed.name not in TRANSPOSE_OPS:
+    found = constant_source(_kernel_operand(value))
+    if found is None or not found[1]:
         raise Skip("weight not a transposed constant")
-    literal = producer(transposed.operands[0])
-    if literal is None or literal.name != "torch.vtensor.literal":
-        raise Skip("weight not a transposed constant")
-    return transposed.operands[0]
+    return found[0].results[0]
 
 
 def _only_user(value: ir.Value, name: str) -> ir.Operation | None:

@@ -55,7 +55,7 @@ def weight_operand(op: ir.Operation) -> ir.Value:
     return (_batch_shared(op.operands[1]) if op.name == BMM else None) or op.operands[1]
 
 
-def _constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
+def constant_source(value: ir.Value) -> tuple[ir.Operation, bool] | None:
     """The literal behind `value` and whether `value` is its transpose: a literal, or a literal transposed (how
     torch-mlir imports `nn.Linear`'s weight); None for anything else."""
     op, transposed = producer(value), False
@@ -172,7 +172,7 @@ def static_f32_types(values: Sequence[ir.Value]) -> list[TensorType]:
 def constant_weight(op: ir.Operation) -> np.ndarray:
     """`op`'s constant weight as a [K, N] f32 array (raises `Skip` where the op is not one the pass rewrites)."""
     x, weight = op.operands[0], weight_operand(op)
-    source = _constant_source(weight)
+    source = constant_source(weight)
     if source is None:
         raise Skip("weight not a constant")
     xt, wt, _ = static_f32_types([x, weight, op.results[0]])

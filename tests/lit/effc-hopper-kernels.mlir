@@ -8,8 +8,8 @@
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-hopper-kernels)' | FileCheck %s
 // RUN: effc-opt %s --pass-pipeline='builtin.module(effc-hopper-kernels{attention=false stages=2 image=ptx})' | FileCheck %s --check-prefix=LINEAR
 
-// CHECK: module attributes {effc.hopper_attention = "1/2 attentions as effc's Hopper attention kernel; left: a mask, dropout or causal attention (1)", effc.hopper_linear = "2/4 matmuls as effc's Hopper linear kernel; left: shape not a multiple of the kernel's tiles (128x128, K 64) (1), weight not a transposed constant (1)"}
-// LINEAR: module attributes {effc.hopper_linear = "2/4 matmuls
+// CHECK: module attributes {effc.hopper_attention = "1/2 attentions as effc's Hopper attention kernel; left: a mask, dropout or causal attention (1)", effc.hopper_linear = "2/5 matmuls as effc's Hopper linear kernel; left: shape not a multiple of the kernel's tiles (128x128, K 64) (1), weight not a transposed constant (2)"}
+// LINEAR: module attributes {effc.hopper_linear = "2/5 matmuls
 // LINEAR-NOT: effc.hopper_attention
 
 // A block of one sequence of 128 tokens, 2 heads of 64: QKV projection, attention, output projection.
@@ -90,9 +90,10 @@ func.func @block(%x: !torch.vtensor<[1,128,128],f16>) -> !torch.vtensor<[1,128,1
 }
 
 // Left: a masked attention; a linear of 100 rows; a matmul by an activation (no constant weight), whose product,
-// without bias and rounding, would have gone out in f32.
+// without bias and rounding, would have gone out in f32; a constant whose permute keeps its axes (a [K, N] weight).
 // CHECK-LABEL: func.func @left(
 // CHECK:         torch.aten.scaled_dot_product_attention
+// CHECK:         torch.aten.mm
 // CHECK:         torch.aten.mm
 // CHECK:         torch.aten.mm
 func.func @left(%q: !torch.vtensor<[1,2,128,64],f16>, %mask: !torch.vtensor<[1,1,128,128],i1>, %x: !torch.vtensor<[100,128],f16>, %a: !torch.vtensor<[128,128],f16>) -> (!torch.vtensor<[1,2,128,64],f16>, !torch.vtensor<[100,128],f32>, !torch.vtensor<[128,128],f32>) {
@@ -113,7 +114,13 @@ func.func @left(%q: !torch.vtensor<[1,2,128,64],f16>, %mask: !torch.vtensor<[1,1
   %a32 = torch.aten.to.dtype %a, %int6, %false, %false, %none : !torch.vtensor<[128,128],f16>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[128,128],f32>
   %at32 = torch.aten.to.dtype %at, %int6, %false, %false, %none : !torch.vtensor<[128,128],f16>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[128,128],f32>
   %aa = torch.aten.mm %a32, %at32 : !torch.vtensor<[128,128],f32>, !torch.vtensor<[128,128],f32> -> !torch.vtensor<[128,128],f32>
-  return %att, %short, %aa : !torch.vtensor<[1,2,128,64],f16>, !torch.vtensor<[100,128],f32>, !torch.vtensor<[128,128],f32>
+  %same = torch.prim.ListConstruct %int0, %int1 : (!torch.int, !torch.int) -> !torch.list<int>
+  %wk = torch.aten.permute %w, %same : !torch.vtensor<[128,128],f16>, !torch.list<int> -> !torch.vtensor<[128,128],f16>
+  %wk32 = torch.aten.to.dtype %wk, %int6, %false, %false, %none : !torch.vtensor<[128,128],f16>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[128,128],f32>
+  %a2 = torch.aten.to.dtype %a, %int6, %false, %false, %none : !torch.vtensor<[128,128],f16>, !torch.int, !torch.bool, !torch.bool, !torch.none -> !torch.vtensor<[128,128],f32>
+  %kn = torch.aten.mm %a2, %wk32 : !torch.vtensor<[128,128],f32>, !torch.vtensor<[128,128],f32> -> !torch.vtensor<[128,128],f32>
+  %sum = torch.aten.add.Tensor %aa, %kn, %int1 : !torch.vtensor<[128,128],f32>, !torch.vtensor<[128,128],f32>, !torch.int -> !torch.vtensor<[128,128],f32>
+  return %att, %short, %sum : !torch.vtensor<[1,2,128,64],f16>, !torch.vtensor<[100,128],f32>, !torch.vtensor<[128,128],f32>
 }
 
 // The declarations carry the kernels' specializations: the QKV projection's 1x3 tiles of 128x128 with its bias, and
