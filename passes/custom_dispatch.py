@@ -9,7 +9,32 @@ from __future__ import annotations
 
 import re
 
+from torch_mlir import ir
+
 from effc.compiler.errors import EffcError
+
+
+def declared_functions(module: ir.Operation) -> dict[str, ir.Operation]:
+    """The `func.func`s of `module` (a builtin.module op), by name."""
+    return {
+        ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
+        for op in module.regions[0].blocks[0].operations
+        if op.operation.name == "func.func"
+    }
+
+
+def declare_function(
+    module: ir.Operation, name: str, inputs: list[ir.Type], result: ir.Type, attributes: dict[str, ir.Attribute]
+) -> None:
+    """A private `func.func` declaration of `name` at the end of `module`, with `attributes` besides its own."""
+    own = {
+        "sym_name": ir.StringAttr.get(name),
+        "sym_visibility": ir.StringAttr.get("private"),
+        "function_type": ir.TypeAttr.get(ir.FunctionType.get(inputs, [result])),
+    }
+    ir.Operation.create(
+        "func.func", attributes=own | attributes, regions=1, ip=ir.InsertionPoint(module.regions[0].blocks[0])
+    )
 
 
 def with_executables(text: str, executables: str, pass_name: str) -> str:

@@ -50,7 +50,7 @@ from effc.passes.chai_narrow import (
     replay_layout,
     tensor_type,
 )
-from effc.passes.custom_dispatch import with_executables
+from effc.passes.custom_dispatch import declare_function, declared_functions, with_executables
 from effc.passes.matmul_weights import constant_source
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
@@ -127,25 +127,15 @@ def called_spec(call: ir.Operation) -> KernelSpec | None:
     callee = ir.FlatSymbolRefAttr(call.attributes["callee"]).value
     if not callee.startswith(KERNEL_PREFIX):
         return None
-    declared = _functions_of(call).get(callee)
+    declared = declared_functions(_module_of(call)).get(callee)
     return KernelSpec.parse(ir.StringAttr(declared.attributes[SPEC_ATTRIBUTE]).value) if declared else None
 
 
-def _module_body(op: ir.Operation) -> ir.Block:
-    """The body of the `builtin.module` that holds `op`."""
-    module = op
-    while module.name != "builtin.module":
-        module = module.parent
-    return module.regions[0].blocks[0]
-
-
-def _functions_of(op: ir.Operation) -> dict[str, ir.Operation]:
-    """The `func.func`s of the module that holds `op`, by name."""
-    return {
-        ir.StringAttr(found.operation.attributes["sym_name"]).value: found.operation
-        for found in _module_body(op).operations
-        if found.operation.name == "func.func"
-    }
+def _module_of(op: ir.Operation) -> ir.Operation:
+    """The `builtin.module` that holds `op`."""
+    while op.name != "builtin.module":
+        op = op.parent
+    return op
 
 
 def _number(text: str) -> int | float | bool | str:
@@ -162,16 +152,12 @@ def _number(text: str) -> int | float | bool | str:
 
 def _declare_call(anchor: ir.Operation, operands: list[ir.Value], result: ir.Type, spec: KernelSpec) -> ir.Value:
     """A call, placed before `anchor`, of a fresh private declaration that carries `spec`."""
-    taken = _functions_of(anchor)
+    module = _module_of(anchor)
+    taken = declared_functions(module)
     stem = KERNEL_PREFIX + spec.kernel.removeprefix("effc_")
     name = next(f"{stem}_{i}" for i in range(len(taken) + 1) if f"{stem}_{i}" not in taken)
-    attributes = {
-        "sym_name": ir.StringAttr.get(name),
-        "sym_visibility": ir.StringAttr.get("private"),
-        "function_type": ir.TypeAttr.get(ir.FunctionType.get([v.type for v in operands], [result])),
-        SPEC_ATTRIBUTE: ir.StringAttr.get(spec.text()),
-    }
-    ir.Operation.create("func.func", attributes=attributes, regions=1, ip=ir.InsertionPoint(_module_body(anchor)))
+    inputs = [v.type for v in operands]
+    declare_function(module, name, inputs, result, {SPEC_ATTRIBUTE: ir.StringAttr.get(spec.text())})
     callee = {"callee": ir.FlatSymbolRefAttr.get(name)}
     return Builder(anchor).op("func.call", operands, [result], callee).result
 

@@ -36,7 +36,7 @@ from effc.compiler.host_cpu import has_int8_dot_u8s8
 from effc.passes.base import ModulePass
 from effc.passes.chai import functions
 from effc.passes.chai_narrow import Builder, producer, tensor_type
-from effc.passes.custom_dispatch import with_executables
+from effc.passes.custom_dispatch import declare_function, declared_functions, with_executables
 from effc.passes.matmul_weights import literal_array, resource_literal
 from effc.passes.site_rewrites import Skip, rewrite_sites
 
@@ -69,20 +69,6 @@ def _int8_literal(value: ir.Value) -> ir.Operation:
     return op
 
 
-def _declare(module: ir.Operation, name: str, inputs: list[ir.Type], result: ir.Type) -> None:
-    """A private `func.func` declaration of `name` at the end of `module`, unless it has one."""
-    body = module.regions[0].blocks[0]
-    declared = (op.operation for op in body.operations if op.operation.name == "func.func")
-    if any(ir.StringAttr(op.attributes["sym_name"]).value == name for op in declared):
-        return
-    attributes = {
-        "sym_name": ir.StringAttr.get(name),
-        "sym_visibility": ir.StringAttr.get("private"),
-        "function_type": ir.TypeAttr.get(ir.FunctionType.get(inputs, [result])),
-    }
-    ir.Operation.create("func.func", attributes=attributes, regions=1, ip=ir.InsertionPoint(body))
-
-
 def _rewrite(module: ir.Operation, mm: ir.Operation) -> None:
     """Replace an int8 `aten.mm` by a constant with a call of the kernel for its shape (else `Skip`)."""
     x, w, out = tensor_type(mm.operands[0]), tensor_type(mm.operands[1]), tensor_type(mm.results[0])
@@ -100,7 +86,8 @@ def _rewrite(module: ir.Operation, mm: ir.Operation) -> None:
     b = Builder(mm)
     packed = resource_literal(b, packed_weights(np.ascontiguousarray(weights.T)), "si8", "effc_vnni_weight")
     name = f"{KERNEL_PREFIX}{m}x{n}x{k}"
-    _declare(module, name, [mm.operands[0].type, packed.type], mm.results[0].type)
+    if name not in declared_functions(module):
+        declare_function(module, name, [mm.operands[0].type, packed.type], mm.results[0].type, {})
     callee = {"callee": ir.FlatSymbolRefAttr.get(name)}
     mm.results[0].replace_all_uses_with(
         b.op("func.call", [mm.operands[0], packed], [mm.results[0].type], callee).result
